@@ -1,0 +1,199 @@
+"""The entity cache between loaders and sources.
+
+Keys are `{CACHE_PREFIX}{kind}:{entity}:{id}` (DESIGN section 11); the stale-if-error copy
+of each is `{key}:stale`. One MGET per batch, one pipelined write, single flight per key
+within the process, stale copies served when the provider fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from gateway.cache.base import CacheBackend, Entry
+from gateway.cache.codec import Codec
+from gateway.observability import CACHE_REQUESTS
+
+__all__ = ["EntityCache", "Fetch", "StaleHit"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Fetch = Callable[[list[str]], Awaitable[Sequence[Any]]]
+
+
+class StaleHit:
+    """Recorded for each id answered from its stale copy."""
+
+    __slots__ = ("age", "id")
+
+    def __init__(self, id: str, age: float) -> None:
+        self.id = id
+        self.age = age
+
+
+class EntityCache:
+    def __init__(
+        self,
+        backend: CacheBackend,
+        *,
+        prefix: str,
+        ttls: dict[str, int],
+        stale_ttl: int,
+    ) -> None:
+        self.backend = backend
+        self.prefix = prefix
+        self.ttls = ttls
+        self.stale_ttl = stale_ttl
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+
+    def key(self, kind: str, entity: str, id: str) -> str:
+        return f"{self.prefix}{kind}:{entity}:{id}"
+
+    def tag_key(self, tag: str) -> str:
+        return f"{self.prefix}tag:{tag}"
+
+    async def load_many(
+        self,
+        kind: str,
+        entity: str,
+        ids: Sequence[str],
+        fetch: Fetch,
+        codec: Codec[T],
+        *,
+        tags: Callable[[str, T], Sequence[str]] | None = None,
+        stale: list[StaleHit] | None = None,
+    ) -> list[T | None | BaseException]:
+        """Values for `ids` in order: cached ones, then one `fetch` call for the misses.
+
+        `fetch` answers in id order (value, None or an Exception per id) or raises for the
+        whole batch. Where it fails, an id with a stale copy gets that copy and a StaleHit
+        is appended to `stale`; the others get the exception.
+        """
+        keys = [self.key(kind, entity, id) for id in ids]
+        raw = await self.backend.get_many(keys)
+        results: list[Any] = [None] * len(ids)
+        missing: list[int] = []
+        for index, data in enumerate(raw):
+            decoded = codec.decode(data) if data is not None else None
+            if decoded is None:
+                missing.append(index)
+            else:
+                results[index] = decoded[0]
+        hits = len(ids) - len(missing)
+        if hits:
+            CACHE_REQUESTS.labels(kind, "hit").inc(hits)
+        if not missing:
+            return results
+        CACHE_REQUESTS.labels(kind, "miss").inc(len(missing))
+
+        # Single flight: wait for ids another request is already fetching; fetch the rest.
+        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        mine: list[int] = []
+        loop = asyncio.get_running_loop()
+        for index in missing:
+            future = self._inflight.get(keys[index])
+            if future is None:
+                self._inflight[keys[index]] = loop.create_future()
+                mine.append(index)
+            else:
+                waiting.append((index, future))
+
+        if mine:
+            await self._fetch_and_store(
+                kind, [ids[i] for i in mine], [keys[i] for i in mine], fetch, codec, tags,
+                stale, results, mine,
+            )
+        for index, future in waiting:
+            try:
+                results[index] = await asyncio.shield(future)
+            except Exception as exc:
+                results[index] = exc
+        return results
+
+    async def _fetch_and_store(
+        self,
+        kind: str,
+        ids: list[str],
+        keys: list[str],
+        fetch: Fetch,
+        codec: Codec[T],
+        tags: Callable[[str, T], Sequence[str]] | None,
+        stale: list[StaleHit] | None,
+        results: list[Any],
+        positions: list[int],
+    ) -> None:
+        try:
+            try:
+                fetched: Sequence[Any] = await fetch(ids)
+                if len(fetched) != len(ids):
+                    raise RuntimeError(f"{kind} source answered {len(fetched)} for {len(ids)} ids")
+            except Exception as exc:
+                fetched = [exc] * len(ids)
+            failed = [i for i, value in enumerate(fetched) if isinstance(value, Exception)]
+            fresh_values = list(fetched)
+            if failed:
+                stale_raw = await self.backend.get_many([keys[i] + ":stale" for i in failed])
+                now = time.time()
+                for i, data in zip(failed, stale_raw, strict=True):
+                    decoded = codec.decode(data) if data is not None else None
+                    if decoded is not None:
+                        fresh_values[i] = decoded[0]
+                        if stale is not None:
+                            stale.append(StaleHit(ids[i], max(0.0, now - decoded[1])))
+                        CACHE_REQUESTS.labels(kind, "stale").inc()
+            await self._store(kind, ids, keys, fetched, codec, tags)
+            for i, value in enumerate(fresh_values):
+                results[positions[i]] = value
+        finally:
+            for i, key in enumerate(keys):
+                future = self._inflight.pop(key, None)
+                if future is not None and not future.done():
+                    value = results[positions[i]]
+                    if isinstance(value, Exception):
+                        future.set_exception(value)
+                        future.exception()  # mark retrieved: no "never retrieved" warning
+                    else:
+                        future.set_result(value)
+
+    async def _store(
+        self,
+        kind: str,
+        ids: list[str],
+        keys: list[str],
+        fetched: Sequence[Any],
+        codec: Codec[T],
+        tags: Callable[[str, T], Sequence[str]] | None,
+    ) -> None:
+        ttl = self.ttls[kind]
+        now = time.time()
+        entries: list[Entry] = []
+        tag_map: dict[str, list[str]] = {}
+        for id, key, value in zip(ids, keys, fetched, strict=True):
+            if value is None or isinstance(value, Exception):
+                continue
+            data = codec.encode(value, now)
+            entries.append((key, data, ttl))
+            entries.append((key + ":stale", data, self.stale_ttl))
+            if tags is not None:
+                for tag in tags(id, value):
+                    tag_map.setdefault(self.tag_key(tag), []).extend((key, key + ":stale"))
+        if entries:
+            await self.backend.set_many(entries, tag_map)
+
+    async def put(
+        self, kind: str, entity: str, id: str, value: T, codec: Codec[T], tags: Sequence[str] = ()
+    ) -> None:
+        """Write one value through (after a successful provider write)."""
+        key = self.key(kind, entity, id)
+        await self._store(kind, [id], [key], [value], codec, (lambda _i, _v: tags) if tags else None)
+
+    async def invalidate(self, kind: str, entity: str, ids: Sequence[str]) -> None:
+        keys = [self.key(kind, entity, id) for id in ids]
+        await self.backend.delete(keys + [key + ":stale" for key in keys])
+
+    async def drop_tags(self, tags: Sequence[str]) -> int:
+        return await self.backend.drop_tags([self.tag_key(tag) for tag in tags])

@@ -1,0 +1,71 @@
+"""The in-process cache backend: the embedded default when REDIS_URL is unset."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from gateway.cache.base import CacheStatus, Entry
+
+__all__ = ["MemoryCache"]
+
+
+class MemoryCache:
+    """A dict with expiry and tag sets. Bounded: the oldest entries go first past `max_entries`."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._data: dict[str, tuple[float, bytes]] = {}
+        self._tags: dict[str, set[str]] = {}
+        self._max = max_entries
+
+    @property
+    def status(self) -> CacheStatus:
+        return "ok"
+
+    def _live(self, key: str, now: float) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            del self._data[key]
+            return None
+        return item[1]
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        return [self._live(key, now) for key in keys]
+
+    async def set_many(self, entries: Sequence[Entry], tags: Mapping[str, Sequence[str]]) -> None:
+        now = time.monotonic()
+        for key, value, ttl in entries:
+            self._data.pop(key, None)  # re-insert at the end: dict order is age order
+            self._data[key] = (now + ttl, value)
+        for tag, keys in tags.items():
+            self._tags.setdefault(tag, set()).update(keys)
+        while len(self._data) > self._max:
+            del self._data[next(iter(self._data))]
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        if self._live(key, time.monotonic()) is not None:
+            return False
+        await self.set_many([(key, value, ttl)], {})
+        return True
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    async def drop_tags(self, tags: Sequence[str]) -> int:
+        dropped = 0
+        for tag in tags:
+            for key in self._tags.pop(tag, ()):
+                if self._data.pop(key, None) is not None:
+                    dropped += 1
+        return dropped
+
+    async def ping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self._data.clear()
+        self._tags.clear()

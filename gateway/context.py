@@ -1,0 +1,58 @@
+"""The per-request Context: who asks, the request's loaders, the app's services."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from gateway.auth import Viewer
+from gateway.cache.base import CacheBackend
+from gateway.cache.entity import EntityCache
+from gateway.loaders import EntityLoader, Loaders
+from gateway.settings import Settings
+from gateway.sources.registry import Sources
+
+__all__ = ["Context", "Services"]
+
+
+@dataclass(slots=True)
+class Services:
+    """What lives as long as the app: settings, adapters, caches."""
+
+    settings: Settings
+    sources: Sources
+    backend: CacheBackend
+    cache: EntityCache
+
+
+class Context:
+    """Built for each request; resolvers reach everything through it."""
+
+    def __init__(
+        self, services: Services, viewer: Viewer, request_id: str = "", request: Any = None
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.viewer = viewer
+        self.request_id = request_id
+        self.request = request
+        self.stale: list[dict[str, Any]] = []
+
+    @cached_property
+    def loaders(self) -> Loaders:
+        return Loaders(
+            self.services.sources,
+            self.services.cache,
+            batching=self.settings.gateway_batching,
+        )
+
+    async def load(self, loader: EntityLoader[Any, Any], key: Hashable, path: list[Any]) -> Any:
+        """loader.load(key), noting in the response when the value is a stale copy."""
+        value = await loader.load(key)
+        age = loader.stale.get(key)
+        if age is not None:
+            self.stale.append({"path": path, "source": loader.source, "age": round(age, 1)})
+        return value
+

@@ -1,0 +1,92 @@
+"""The error codes of DESIGN section 7 and their GraphQL extensions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BadUserInput",
+    "Forbidden",
+    "GatewayError",
+    "IntegrationUnavailable",
+    "NotFound",
+    "QueryTooComplex",
+    "RateLimited",
+    "Unauthenticated",
+]
+
+
+class GatewayError(Exception):
+    """An error whose message is safe to show to the caller."""
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = {k: v for k, v in extensions.items() if v is not None}
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"code": self.code, **self.extra}
+
+
+class Unauthenticated(GatewayError):
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(GatewayError):
+    code = "FORBIDDEN"
+
+
+class NotFound(GatewayError):
+    code = "NOT_FOUND"
+
+    def __init__(self, message: str = "not found") -> None:
+        super().__init__(message)
+
+
+class BadUserInput(GatewayError):
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+
+
+class IntegrationUnavailable(GatewayError):
+    """A provider is down, timed out, answered garbage, or its breaker is open."""
+
+    code = "INTEGRATION_UNAVAILABLE"
+
+    def __init__(
+        self,
+        source: str,
+        message: str | None = None,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message or f"{source} is unavailable",
+            source=source,
+            retryable=retryable,
+            retryAfter=None if retry_after is None else round(retry_after, 3),
+        )
+        self.source = source
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class RateLimited(GatewayError):
+    code = "RATE_LIMITED"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("rate limit exceeded", retryAfter=round(retry_after, 3))
+        self.retry_after = retry_after
+
+
+class QueryTooComplex(GatewayError):
+    code = "QUERY_TOO_COMPLEX"
+
+    def __init__(self, message: str, limit: int, actual: int) -> None:
+        super().__init__(message, limit=limit, actual=actual)

@@ -1,0 +1,276 @@
+"""EntityLoader: a DataLoader whose batch goes through the entity cache to one source call.
+
+Loaders are built with each request's context, never at import time: their memo is the
+request's ("identical keys in one request are fetched once").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+from aiodataloader import DataLoader
+
+from gateway.cache.codec import Codec
+from gateway.cache.entity import EntityCache, StaleHit
+from gateway.domain import (
+    Customer,
+    FileQuery,
+    Invoice,
+    InvoiceQuery,
+    Page,
+    StoredFile,
+    Subscription,
+    Ticket,
+    TicketQuery,
+)
+from gateway.sources.registry import Sources
+
+__all__ = ["EntityLoader", "Loaders"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+_customer = Codec[Customer](Customer)
+_invoice = Codec[Invoice](Invoice)
+_invoice_page = Codec[Page[Invoice]](Page[Invoice])
+_subscriptions = Codec[list[Subscription]](list[Subscription])
+_ticket = Codec[Ticket](Ticket)
+_ticket_page = Codec[Page[Ticket]](Page[Ticket])
+_file = Codec[StoredFile](StoredFile)
+_file_page = Codec[Page[StoredFile]](Page[StoredFile])
+_link = Codec[str](str)
+
+
+class EntityLoader(DataLoader, Generic[K, V]):  # type: ignore[misc]
+    """Batches keys of one tick into one cache lookup and at most one source call."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        entity: str,
+        source: str,
+        fetch: Callable[[Sequence[K]], Awaitable[Sequence[Any]]],
+        codec: Codec[V],
+        cache: EntityCache | None,
+        cache_id: Callable[[K], str] = str,
+        tags: Callable[[K, V], Sequence[str]] | None = None,
+        on_load: Callable[[str, K, V], None] | None = None,
+        batch: bool = True,
+    ) -> None:
+        super().__init__(max_batch_size=None if batch else 1, cache=batch)
+        self.kind = kind
+        self.entity = entity
+        self.source = source
+        self._fetch = fetch
+        self._codec = codec
+        self._cache = cache
+        self._cache_id = cache_id
+        self._tags = tags
+        self._on_load = on_load
+        self.stale: dict[K, float] = {}  # key -> age of the stale copy served
+
+    async def batch_load_fn(self, keys: Sequence[K]) -> list[Any]:
+        if self._cache is None:
+            results = list(await self._fetch(keys))
+        else:
+            by_id = {self._cache_id(key): key for key in keys}
+            stale: list[StaleHit] = []
+
+            async def fetch(ids: list[str]) -> Sequence[Any]:
+                return await self._fetch([by_id[i] for i in ids])
+
+            tags = None
+            if self._tags is not None:
+                tag_of = self._tags
+
+                def tags(id: str, value: V) -> Sequence[str]:
+                    return tag_of(by_id[id], value)
+
+            results = await self._cache.load_many(
+                self.kind,
+                self.entity,
+                list(by_id),
+                fetch,
+                self._codec,
+                tags=tags,
+                stale=stale,
+            )
+            for hit in stale:
+                self.stale[by_id[hit.id]] = hit.age
+            by_position = dict(zip(by_id, results, strict=True))
+            results = [by_position[self._cache_id(key)] for key in keys]
+        if self._on_load is not None:
+            for key, value in zip(keys, results, strict=True):
+                if value is not None and not isinstance(value, BaseException):
+                    self._on_load(self.kind, key, value)
+        return results
+
+
+def _page_id(query: InvoiceQuery | TicketQuery | FileQuery) -> str:
+    owner = (
+        query.billing_id
+        if isinstance(query, InvoiceQuery)
+        else query.requester_id
+        if isinstance(query, TicketQuery)
+        else query.customer_id
+    )
+    status = getattr(query, "status", None)
+    return f"{owner}:{query.first}:{query.after or ''}:{status.value if status else ''}"
+
+
+class Loaders:
+    """The loaders of one request, each created on first use."""
+
+    def __init__(
+        self,
+        sources: Sources,
+        cache: EntityCache | None,
+        *,
+        batching: bool = True,
+        on_load: Callable[[str, Any, Any], None] | None = None,
+    ) -> None:
+        self.sources = sources
+        self._cache = cache if batching else None
+        self._batching = batching
+        self._on_load = on_load
+
+    def _loader(self, **kwargs: Any) -> EntityLoader[Any, Any]:
+        return EntityLoader(
+            cache=self._cache, batch=self._batching, on_load=self._on_load, **kwargs
+        )
+
+    @cached_property
+    def customer(self) -> EntityLoader[str, Customer]:
+        return self._loader(
+            kind="crm",
+            entity="customer",
+            source=self.sources.crm.name,
+            fetch=self.sources.crm.customers,
+            codec=_customer,
+            tags=lambda id, _c: [f"customer:{id}"],
+        )
+
+    @cached_property
+    def customer_id_by_link(self) -> EntityLoader[str, str]:
+        """`billing:{id}` or `helpdesk:{id}` -> the CRM id of that customer."""
+        crm = self.sources.crm
+
+        async def fetch(keys: Sequence[str]) -> list[str | None | Exception]:
+            out: list[str | None | Exception] = [None] * len(keys)
+            by_system: dict[str, list[int]] = {}
+            for index, key in enumerate(keys):
+                by_system.setdefault(key.partition(":")[0], []).append(index)
+            for system, positions in by_system.items():
+                found = await crm.customer_ids_by_link(
+                    system, [keys[i].partition(":")[2] for i in positions]
+                )
+                for position, value in zip(positions, found, strict=True):
+                    out[position] = value
+            return out
+
+        return self._loader(
+            kind="crm", entity="link", source=crm.name, fetch=fetch, codec=_link
+        )
+
+    @cached_property
+    def invoice_page(self) -> EntityLoader[InvoiceQuery, Page[Invoice]]:
+        return self._loader(
+            kind="billing",
+            entity="invoices",
+            source=self.sources.billing.name,
+            fetch=self.sources.billing.invoice_pages,
+            codec=_invoice_page,
+            cache_id=_page_id,
+            tags=lambda q, _p: [f"billing:{q.billing_id}"],
+        )
+
+    @cached_property
+    def invoice(self) -> EntityLoader[str, Invoice]:
+        return self._loader(
+            kind="billing",
+            entity="invoice",
+            source=self.sources.billing.name,
+            fetch=self.sources.billing.invoices,
+            codec=_invoice,
+            tags=lambda _id, inv: [f"billing:{inv.billing_customer_id}", f"invoice:{inv.id}"],
+        )
+
+    @cached_property
+    def subscriptions(self) -> EntityLoader[str, list[Subscription]]:
+        return self._loader(
+            kind="billing",
+            entity="subscriptions",
+            source=self.sources.billing.name,
+            fetch=self.sources.billing.subscriptions,
+            codec=_subscriptions,
+            tags=lambda billing_id, _s: [f"billing:{billing_id}"],
+        )
+
+    @cached_property
+    def billing_link(self) -> EntityLoader[str, str]:
+        return self._loader(
+            kind="billing",
+            entity="link",
+            source=self.sources.billing.name,
+            fetch=self.sources.billing.billing_ids_by_email,
+            codec=_link,
+        )
+
+    @cached_property
+    def ticket_page(self) -> EntityLoader[TicketQuery, Page[Ticket]]:
+        return self._loader(
+            kind="helpdesk",
+            entity="tickets",
+            source=self.sources.helpdesk.name,
+            fetch=self.sources.helpdesk.ticket_pages,
+            codec=_ticket_page,
+            cache_id=_page_id,
+            tags=lambda q, _p: [f"helpdesk:{q.requester_id}"],
+        )
+
+    @cached_property
+    def ticket(self) -> EntityLoader[str, Ticket]:
+        return self._loader(
+            kind="helpdesk",
+            entity="ticket",
+            source=self.sources.helpdesk.name,
+            fetch=self.sources.helpdesk.tickets,
+            codec=_ticket,
+            tags=lambda _id, t: [f"helpdesk:{t.requester_id}", f"ticket:{t.id}"],
+        )
+
+    @cached_property
+    def helpdesk_link(self) -> EntityLoader[str, str]:
+        return self._loader(
+            kind="helpdesk",
+            entity="link",
+            source=self.sources.helpdesk.name,
+            fetch=self.sources.helpdesk.requester_ids_by_email,
+            codec=_link,
+        )
+
+    @cached_property
+    def file_page(self) -> EntityLoader[FileQuery, Page[StoredFile]]:
+        return self._loader(
+            kind="files",
+            entity="files",
+            source=self.sources.files.name,
+            fetch=self.sources.files.file_pages,
+            codec=_file_page,
+            cache_id=_page_id,
+            tags=lambda q, _p: [f"files:{q.customer_id}"],
+        )
+
+    @cached_property
+    def file(self) -> EntityLoader[str, StoredFile]:
+        return self._loader(
+            kind="files",
+            entity="file",
+            source=self.sources.files.name,
+            fetch=self.sources.files.files,
+            codec=_file,
+            tags=lambda _id, f: [f"files:{f.customer_id}", f"file:{f.id}"],
+        )

@@ -1,0 +1,71 @@
+"""Documents: a customer's files, file(id), download links, uploads, deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.context import Context
+from gateway.domain import Customer, FileQuery, Page, StoredFile, UploadForm
+from gateway.errors import BadUserInput, NotFound
+from gateway.resolvers.access import check_owner, check_page_args, require_customer, require_viewer
+
+__all__ = ["customer_files", "delete_file", "download_url", "file", "request_file_upload"]
+
+
+async def customer_files(
+    ctx: Context, customer: Customer, first: int, after: str | None, path: list[Any]
+) -> Page[StoredFile]:
+    check_page_args(first, after)
+    query = FileQuery(customer_id=customer.id, first=first, after=after)
+    page: Page[StoredFile] = await ctx.load(ctx.loaders.file_page, query, path)
+    return page
+
+
+async def file(ctx: Context, id: str, path: list[Any]) -> StoredFile:
+    require_viewer(ctx)
+    if len(id) > 1024:
+        raise NotFound()
+    found: StoredFile | None = await ctx.load(ctx.loaders.file, id, path)
+    if found is None:
+        raise NotFound()
+    check_owner(ctx, found.customer_id)
+    return found
+
+
+def download_url(ctx: Context, found: StoredFile, expires_in: int) -> str:
+    if expires_in <= 0:
+        raise BadUserInput("expiresIn must be a positive number of seconds", field="expiresIn")
+    # clamped, not refused: a link never lives longer than the configured maximum
+    ttl = min(expires_in, ctx.settings.files_url_max_ttl)
+    return ctx.services.sources.files.download_url(found, ttl)
+
+
+async def request_file_upload(
+    ctx: Context, name: str, content_type: str, size: int
+) -> UploadForm:
+    customer_id = require_customer(ctx)
+    settings = ctx.settings
+    name = name.strip()
+    if not name or len(name) > 255 or "/" in name or "\\" in name or name in (".", ".."):
+        raise BadUserInput("name must be a plain file name without path separators", field="name")
+    if size <= 0 or size > settings.files_max_upload_bytes:
+        raise BadUserInput(
+            f"size must be between 1 and {settings.files_max_upload_bytes} bytes", field="size"
+        )
+    if content_type not in settings.files_allowed_types:
+        raise BadUserInput(
+            f"content type {content_type!r} is not allowed", field="contentType"
+        )
+    form = await ctx.services.sources.files.request_upload(customer_id, name, content_type, size)
+    return form
+
+
+async def delete_file(ctx: Context, id: str) -> str:
+    customer_id = require_customer(ctx)
+    found = await file(ctx, id, [])
+    if found.customer_id != customer_id:
+        raise NotFound()
+    await ctx.services.sources.files.delete(found)
+    await ctx.services.cache.drop_tags([f"files:{customer_id}"])
+    ctx.loaders.file.clear(id)
+    return found.id

@@ -1,0 +1,234 @@
+"""GraphQL over HTTP: parse and validate once per document (cached), execute, shape errors.
+
+graphql-core is driven directly with the strawberry-built schema, which keeps the hot path
+short: a warm document skips parsing and validation altogether.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    ValidationContext,
+    execute,
+    get_operation_ast,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.validation import NoSchemaIntrospectionCustomRule
+
+from gateway.context import Context
+from gateway.errors import GatewayError, QueryTooComplex
+
+__all__ = ["GraphQLExecutor", "Prepared"]
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_BYTES = 100_000
+
+
+def _depth(
+    selection_set: SelectionSetNode | None,
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: frozenset[str] = frozenset(),
+) -> int:
+    """Nested selection-set depth; introspection fields are not counted."""
+    if selection_set is None:
+        return 0
+    deepest = 0
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            if selection.name.value.startswith("__"):
+                continue
+            deepest = max(deepest, 1 + _depth(selection.selection_set, fragments, seen))
+        elif isinstance(selection, InlineFragmentNode):
+            deepest = max(deepest, _depth(selection.selection_set, fragments, seen))
+        else:
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if fragment is not None and name not in seen:
+                deepest = max(deepest, _depth(fragment.selection_set, fragments, seen | {name}))
+    return deepest
+
+
+def limits_rule(max_depth: int, max_aliases: int) -> type[ASTValidationRule]:
+    """A validation rule refusing documents deeper or with more aliases than allowed."""
+
+    class QueryLimits(ASTValidationRule):
+        def enter_document(self, node: DocumentNode, *_args: Any) -> None:
+            fragments = {
+                d.name.value: d for d in node.definitions if isinstance(d, FragmentDefinitionNode)
+            }
+            for definition in node.definitions:
+                if isinstance(definition, OperationDefinitionNode):
+                    depth = _depth(definition.selection_set, fragments)
+                    if depth > max_depth:
+                        self.report_error(
+                            _too_complex(f"query depth {depth} exceeds {max_depth}", max_depth, depth)
+                        )
+            aliases = _count_aliases(node)
+            if aliases > max_aliases:
+                self.report_error(
+                    _too_complex(f"{aliases} aliases exceed {max_aliases}", max_aliases, aliases)
+                )
+
+    return QueryLimits
+
+
+def _count_aliases(node: Any) -> int:
+    count = 0
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, FieldNode) and current.alias is not None:
+            count += 1
+        for key in current.keys:
+            value = getattr(current, key, None)
+            if isinstance(value, tuple | list):
+                stack.extend(v for v in value if hasattr(v, "keys"))
+            elif hasattr(value, "keys") and not isinstance(value, str | dict):
+                stack.append(value)
+    return count
+
+
+def _too_complex(message: str, limit: int, actual: int) -> GraphQLError:
+    error = QueryTooComplex(message, limit=limit, actual=actual)
+    return GraphQLError(message, extensions=error.extensions)
+
+
+@dataclass(slots=True, frozen=True)
+class Prepared:
+    """A parsed and validated document, or the errors that refused it."""
+
+    document: DocumentNode | None
+    errors: list[dict[str, Any]]
+
+    def operation(self, name: str | None) -> OperationDefinitionNode | None:
+        return get_operation_ast(self.document, name) if self.document else None
+
+
+def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
+    """The error as the client sees it: known errors with their code, others masked."""
+    original = error.original_error
+    formatted: dict[str, Any] = {"message": error.message}
+    if error.locations:
+        formatted["locations"] = [{"line": l.line, "column": l.column} for l in error.locations]
+    if error.path is not None:
+        formatted["path"] = error.path
+    if isinstance(original, GatewayError):
+        formatted["message"] = original.message
+        formatted["extensions"] = original.extensions
+    elif original is not None and not isinstance(original, GraphQLError):
+        log.error(
+            "unexpected error in %s",
+            ".".join(map(str, error.path or [])),
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        formatted["message"] = "Internal server error"
+        formatted["extensions"] = {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}
+    else:
+        extensions = dict(error.extensions or {})
+        extensions.setdefault("code", "BAD_USER_INPUT")
+        formatted["extensions"] = extensions
+    return formatted
+
+
+class GraphQLExecutor:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        *,
+        max_depth: int,
+        max_aliases: int,
+        introspection: bool,
+        cache_size: int = 1024,
+    ) -> None:
+        self.schema = schema
+        rules: list[type[ASTValidationRule]] = [*specified_rules, limits_rule(max_depth, max_aliases)]
+        if not introspection:
+            rules.append(NoSchemaIntrospectionCustomRule)
+        self.rules = rules
+        self._prepared: OrderedDict[str, Prepared] = OrderedDict()
+        self._cache_size = cache_size
+
+    def prepare(self, query: str) -> Prepared:
+        """Parse and validate, remembering the outcome per document text."""
+        prepared = self._prepared.get(query)
+        if prepared is not None:
+            self._prepared.move_to_end(query)
+            return prepared
+        prepared = self._prepare(query)
+        self._prepared[query] = prepared
+        if len(self._prepared) > self._cache_size:
+            self._prepared.popitem(last=False)
+        return prepared
+
+    def _prepare(self, query: str) -> Prepared:
+        if len(query) > MAX_QUERY_BYTES:
+            return Prepared(None, [_error("query is too large", "BAD_USER_INPUT")])
+        try:
+            document = parse(query, max_tokens=20_000)
+        except GraphQLError as error:
+            return Prepared(None, [_graphql_error(error, "GRAPHQL_PARSE_FAILED")])
+        errors = validate(self.schema, document, self.rules, max_errors=20)
+        if errors:
+            return Prepared(None, [_graphql_error(e, "GRAPHQL_VALIDATION_FAILED") for e in errors])
+        return Prepared(document, [])
+
+    async def execute(
+        self,
+        prepared: Prepared,
+        context: Context,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> dict[str, Any]:
+        assert prepared.document is not None
+        result = execute(
+            self.schema,
+            prepared.document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=operation_name,
+        )
+        if not isinstance(result, ExecutionResult):
+            result = await result
+        response: dict[str, Any] = {}
+        if result.errors:
+            response["errors"] = [format_error(e, context.request_id) for e in result.errors]
+        response["data"] = result.data
+        if context.stale:
+            response["extensions"] = {"stale": context.stale}
+        return response
+
+
+def operation_type(prepared: Prepared, operation_name: str | None) -> OperationType | None:
+    operation = prepared.operation(operation_name)
+    return operation.operation if operation else None
+
+
+def _error(message: str, code: str) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": code}}
+
+
+def _graphql_error(error: GraphQLError, default_code: str) -> dict[str, Any]:
+    formatted = _error(error.message, default_code)
+    if error.extensions:
+        formatted["extensions"] = {"code": default_code, **error.extensions}
+    if error.locations:
+        formatted["locations"] = [{"line": l.line, "column": l.column} for l in error.locations]
+    return formatted

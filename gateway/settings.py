@@ -1,0 +1,288 @@
+"""Every environment variable of DESIGN section 4, validated at start-up."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_RATE_LIMITS", "RateLimit", "Settings", "load_dev_secret"]
+
+DEV_SECRET_FILE = Path(".dev-secret")
+
+# Each provider's documented limit: (calls, window seconds).
+DEFAULT_RATE_LIMITS: dict[str, tuple[int, float]] = {
+    "stripe": (25, 1.0),
+    "hubspot": (100, 10.0),
+    "zendesk": (700, 60.0),
+    "xero": (60, 60.0),
+    "quickbooks": (500, 60.0),
+}
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class RateLimit:
+    """`25/1s` -> 25 calls per 1 second."""
+
+    __slots__ = ("calls", "per")
+
+    def __init__(self, calls: int, per: float) -> None:
+        self.calls = calls
+        self.per = per
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        match = _RATE_RE.match(text)
+        if not match:
+            raise ValueError(f"rate limit {text!r} is not of the form CALLS/PERIOD, e.g. 25/1s")
+        return cls(int(match.group(1)), float(match.group(2)) * _UNIT[match.group(3)])
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.calls}/{self.per}s)"
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, populate_by_name=True
+    )
+
+    gateway_env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None
+
+    crm_source: Literal["sandbox", "hubspot"] = "sandbox"
+    billing_source: Literal["sandbox", "stripe", "quickbooks", "xero"] = "sandbox"
+    helpdesk_source: Literal["sandbox", "zendesk"] = "sandbox"
+    files_source: Literal["sandbox", "s3"] = "sandbox"
+    events_backend: Literal["auto", "memory", "redis", "sqs", "rabbitmq"] = "auto"
+
+    # Sandbox knobs: simulated provider latency and failure (e.g. SANDBOX_FAIL=billing).
+    sandbox_latency_ms: float = 0.0
+    sandbox_fail: list[str] = Field(default_factory=list)
+    sandbox_files_dir: Path = Path(".sandbox-files")
+
+    cache_ttl_crm: int = 300
+    cache_ttl_billing: int = 60
+    cache_ttl_helpdesk: int = 60
+    cache_ttl_files: int = 30
+    cache_stale_ttl: int = 3600
+    cache_prefix: str = "pg:"
+    # Kept for the benchmark's comparison: off = no dataloader batching, no entity cache.
+    gateway_batching: bool = True
+
+    hubspot_access_token: SecretStr | None = None
+    hubspot_api_base: str = "https://api.hubapi.com"
+    hubspot_client_secret: SecretStr | None = None
+    hubspot_object: Literal["contacts", "companies"] = "contacts"
+    hubspot_billing_id_property: str = "stripe_customer_id"
+    hubspot_helpdesk_id_property: str = "zendesk_user_id"
+
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_version: str | None = None
+
+    quickbooks_client_id: str | None = None
+    quickbooks_client_secret: SecretStr | None = None
+    quickbooks_realm_id: str | None = None
+    quickbooks_refresh_token: SecretStr | None = None
+    quickbooks_api_base: str = "https://quickbooks.api.intuit.com"
+    quickbooks_token_url: str = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+    quickbooks_webhook_verifier: SecretStr | None = None
+
+    xero_client_id: str | None = None
+    xero_client_secret: SecretStr | None = None
+    xero_tenant_id: str | None = None
+    xero_refresh_token: SecretStr | None = None
+    xero_api_base: str = "https://api.xero.com/api.xro/2.0"
+    xero_token_url: str = "https://identity.xero.com/connect/token"
+    xero_webhook_key: SecretStr | None = None
+
+    zendesk_base_url: str | None = None
+    zendesk_email: str | None = None
+    zendesk_api_token: SecretStr | None = None
+    zendesk_webhook_secret: SecretStr | None = None
+
+    s3_bucket: str | None = None
+    s3_prefix: str = "customers/"
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+
+    files_url_ttl: int = 300
+    files_url_max_ttl: int = 3600
+    files_max_upload_bytes: int = 26_214_400
+    files_allowed_types: list[str] = Field(
+        default_factory=lambda: [
+            "application/pdf",
+            "image/png",
+            "image/jpeg",
+            "text/plain",
+            "text/csv",
+            "application/zip",
+            "application/msword",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "application/vnd.ms-excel",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "application/vnd.ms-powerpoint",
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        ]
+    )
+
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_customer_claim: str = "customer_id"
+    auth_roles_claim: str = "roles"
+    auth_dev_secret: SecretStr | None = None
+    service_api_keys: list[SecretStr] = Field(default_factory=list)
+
+    rate_limit_stripe: str | None = None
+    rate_limit_hubspot: str | None = None
+    rate_limit_zendesk: str | None = None
+    rate_limit_xero: str | None = None
+    rate_limit_quickbooks: str | None = None
+
+    retry_max_attempts: int = Field(3, ge=1)
+    retry_base_delay: float = 0.2
+    retry_max_delay: float = 5.0
+    upstream_timeout: float = 10.0
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset: float = 30.0
+
+    query_max_depth: int = 10
+    query_max_cost: int = 5000
+    query_max_aliases: int = 30
+
+    notify_backend: Literal["log", "smtp", "ses"] = "log"
+    smtp_url: str | None = None
+    notify_from: str = "portal@example.com"
+    sqs_queue_url: str | None = None
+    rabbitmq_url: str | None = None
+
+    webhook_tolerance: int = 300
+    public_base_url: str | None = None
+    token_encryption_key: SecretStr | None = None
+    persisted_queries: Literal["off", "apq", "only"] = "off"
+    persisted_queries_manifest: Path | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    gateway_introspection: bool | None = None
+    otel_exporter_otlp_endpoint: str | None = None
+
+    @field_validator(
+        "sandbox_fail", "files_allowed_types", "cors_origins", "service_api_keys", mode="before"
+    )
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        return _csv(value)
+
+    @field_validator(
+        "rate_limit_stripe",
+        "rate_limit_hubspot",
+        "rate_limit_zendesk",
+        "rate_limit_xero",
+        "rate_limit_quickbooks",
+    )
+    @classmethod
+    def _check_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            RateLimit.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _production_guard(self) -> Settings:
+        if self.gateway_env != "production":
+            return self
+        problems = self.production_problems()
+        if problems:
+            raise ValueError("refusing to start in production:\n  - " + "\n  - ".join(problems))
+        return self
+
+    def production_problems(self) -> list[str]:
+        """One line per setting that production refuses."""
+        problems: list[str] = []
+        if self.auth_dev_secret is not None:
+            problems.append(
+                "AUTH_DEV_SECRET is set: dev tokens are forgeable by anyone with the secret; "
+                "use AUTH_JWKS_URL"
+            )
+        if self.auth_jwks_url is None and not self.service_api_keys:
+            problems.append("no authentication configured: set AUTH_JWKS_URL (and AUTH_ISSUER)")
+        for kind in ("crm", "billing", "helpdesk", "files"):
+            if getattr(self, f"{kind}_source") == "sandbox":
+                problems.append(
+                    f"{kind.upper()}_SOURCE=sandbox serves demo data: configure a real provider"
+                )
+        if self.gateway_introspection is None:
+            problems.append(
+                "GATEWAY_INTROSPECTION is unset: introspection exposes the whole schema; "
+                "set it to false (or true on purpose)"
+            )
+        secrets_needed = {
+            "stripe": ("billing_source", "stripe_webhook_secret"),
+            "xero": ("billing_source", "xero_webhook_key"),
+            "quickbooks": ("billing_source", "quickbooks_webhook_verifier"),
+            "hubspot": ("crm_source", "hubspot_client_secret"),
+            "zendesk": ("helpdesk_source", "zendesk_webhook_secret"),
+        }
+        for provider, (source_field, secret_field) in secrets_needed.items():
+            if getattr(self, source_field) == provider and getattr(self, secret_field) is None:
+                problems.append(
+                    f"{secret_field.upper()} is unset: {provider} webhooks could not be verified"
+                )
+        return problems
+
+    @property
+    def production(self) -> bool:
+        return self.gateway_env == "production"
+
+    @property
+    def introspection(self) -> bool:
+        if self.gateway_introspection is not None:
+            return self.gateway_introspection
+        return not self.production
+
+    def rate_limit(self, provider: str) -> RateLimit:
+        configured = getattr(self, f"rate_limit_{provider}", None)
+        if configured:
+            return RateLimit.parse(configured)
+        calls, per = DEFAULT_RATE_LIMITS.get(provider, (100, 1.0))
+        return RateLimit(calls, per)
+
+    def ttl(self, kind: str) -> int:
+        """Fresh TTL in seconds of a cache kind (crm, billing, helpdesk, files)."""
+        return int(getattr(self, f"cache_ttl_{kind}"))
+
+    def dev_secret(self) -> str | None:
+        """The HS256 secret for dev tokens; generated once into .dev-secret in development."""
+        if self.auth_dev_secret is not None:
+            return self.auth_dev_secret.get_secret_value()
+        if self.production:
+            return None
+        return load_dev_secret()
+
+
+def load_dev_secret(path: Path = DEV_SECRET_FILE) -> str:
+    """Read the development secret, creating it (mode 600) on first use."""
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    value = secrets.token_urlsafe(32)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(value + "\n")
+    return value
