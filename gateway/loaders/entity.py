@@ -64,23 +64,23 @@ class EntityLoader(DataLoader, Generic[K, V]):  # type: ignore[misc]
         self.kind = kind
         self.entity = entity
         self.source = source
-        self._fetch = fetch
+        self._source_fetch = fetch
         self._codec = codec
-        self._cache = cache
+        self._entity_cache = cache
         self._cache_id = cache_id
         self._tags = tags
         self._on_load = on_load
         self.stale: dict[K, float] = {}  # key -> age of the stale copy served
 
     async def batch_load_fn(self, keys: Sequence[K]) -> list[Any]:
-        if self._cache is None:
-            results = list(await self._fetch(keys))
+        if self._entity_cache is None:
+            results = list(await self._source_fetch(keys))
         else:
             by_id = {self._cache_id(key): key for key in keys}
             stale: list[StaleHit] = []
 
             async def fetch(ids: list[str]) -> Sequence[Any]:
-                return await self._fetch([by_id[i] for i in ids])
+                return await self._source_fetch([by_id[i] for i in ids])
 
             tags = None
             if self._tags is not None:
@@ -89,7 +89,7 @@ class EntityLoader(DataLoader, Generic[K, V]):  # type: ignore[misc]
                 def tags(id: str, value: V) -> Sequence[str]:
                     return tag_of(by_id[id], value)
 
-            results = await self._cache.load_many(
+            results = await self._entity_cache.load_many(
                 self.kind,
                 self.entity,
                 list(by_id),

@@ -1,0 +1,35 @@
+# portal-gateway: `make run` serves the sandbox gateway, `make test` runs lint and the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench format schema assets
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+assets: $(STAMP)
+	$(BIN)/python scripts/fetch_graphiql.py
+
+run: assets
+	$(BIN)/portal-gateway serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests bench scripts
+	$(BIN)/ruff format --check gateway tests bench scripts
+	$(BIN)/mypy gateway
+	$(BIN)/lint-imports
+
+test: assets lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+format: $(STAMP)
+	$(BIN)/ruff format gateway tests bench scripts
+	$(BIN)/ruff check --fix gateway tests bench scripts
+
+schema: $(STAMP)
+	$(BIN)/portal-gateway export-schema > schema.graphql

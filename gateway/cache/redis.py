@@ -1,0 +1,227 @@
+"""The Redis cache backend: shared by every replica, and never the reason a request fails.
+
+Keys arrive complete (prefix included) and values are opaque bytes (DESIGN sections 8, 11).
+A tag is a Redis set at `{prefix}tag:{tag}` holding the keys written under it; it expires
+with the longest-lived of those keys, so tag sets stay bounded.
+
+Redis trouble (refused, reset, slow, out of memory, read-only after a failover) never
+raises: reads answer misses, writes are dropped, `CACHE_ERRORS` counts the failure and
+`status` turns "degraded". For `retry_interval` seconds after a failure the backend does not
+touch the network at all, so an outage costs a request nothing; then the next call tries
+Redis again, and its success turns `status` back to "ok".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.cache.base import CacheStatus, Entry
+from gateway.observability import CACHE_ERRORS
+
+__all__ = ["RedisCache"]
+
+log = logging.getLogger(__name__)
+
+# Builtin TimeoutError is an OSError; redis-py's own errors all derive from RedisError.
+_FAILURES = (RedisError, OSError)
+
+# Atomic per call, so no key can join a tag between reading its members and deleting them.
+# Members are deleted in slices: unpack() of a very large set would overflow Lua's stack.
+_DROP_TAGS = """
+local dropped = 0
+for _, tag in ipairs(KEYS) do
+  local members = redis.call('SMEMBERS', tag)
+  for first = 1, #members, 1000 do
+    local last = math.min(first + 999, #members)
+    dropped = dropped + redis.call('UNLINK', unpack(members, first, last))
+  end
+  redis.call('UNLINK', tag)
+end
+return dropped
+"""
+
+
+class RedisCache:
+    """`CacheBackend` over redis.asyncio with short timeouts and a circuit breaker."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: redis.asyncio.Redis | None = None,
+        socket_timeout: float = 0.25,
+        retry_interval: float = 1.0,
+        max_connections: int = 100,
+    ) -> None:
+        """Connect lazily to `url`, or use `client` (whose owner closes it) when given.
+
+        `socket_timeout` bounds both connecting and each reply; `max_connections` bounds
+        the pool, and a call waits at most `socket_timeout` for a free connection.
+        """
+        if client is None:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=socket_timeout,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                # A retry would double the wait on a slow Redis, and a retried SET NX whose
+                # first reply was lost would answer "already there" for our own write.
+                retry=Retry(NoBackoff(), 0),
+                # RESP2: no maintenance-notification handshake, and the pool keeps checking
+                # a pooled connection for a closed socket before reusing it, so the first
+                # command after a Redis restart finds a fresh connection.
+                protocol=2,
+            )
+            self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
+        self.retry_interval = retry_interval
+        self._status: CacheStatus = "ok"
+        self._skip_until = 0.0
+        self._drop_tags_script = self._client.register_script(_DROP_TAGS)
+
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        """The redis.asyncio client, for other users of the same pool (rate limits, dedupe)."""
+        return self._client
+
+    @property
+    def status(self) -> CacheStatus:
+        """"ok", or "degraded" from a failure until the next successful call."""
+        return self._status
+
+    def _skipping(self) -> bool:
+        return self._status == "degraded" and time.monotonic() < self._skip_until
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        CACHE_ERRORS.labels(operation).inc()
+        self._skip_until = time.monotonic() + self.retry_interval
+        if self._status != "degraded":
+            self._status = "degraded"
+            log.warning(
+                "Redis cache unavailable, answering from providers: %s: %s",
+                type(exc).__name__,
+                exc,
+                extra={"operation": operation},
+            )
+
+    def _succeeded(self) -> None:
+        if self._status != "ok":
+            self._status = "ok"
+            log.warning("Redis cache available again")
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One MGET for all `keys`; None for a miss, and all misses while Redis is away."""
+        if not keys or self._skipping():
+            return [None] * len(keys)
+        try:
+            values: list[bytes | None] = await self._client.mget(list(keys))
+        except _FAILURES as exc:
+            self._failed("get_many", exc)
+            return [None] * len(keys)
+        self._succeeded()
+        return values
+
+    async def set_many(self, entries: Sequence[Entry], tags: Mapping[str, Sequence[str]]) -> None:
+        """Write `entries` and tag memberships in one pipeline; dropped while Redis is away.
+
+        Each tag set expires no earlier than the longest-lived member written with it
+        (EXPIRE NX sets a first expiry, EXPIRE GT only ever extends it). A member not among
+        `entries` counts as living as long as the longest entry. Entries whose ttl is not
+        positive would hold nothing, so they are skipped, and tags with them when nothing
+        else is written: a tag set is only ever written with an expiry.
+        """
+        live = [entry for entry in entries if entry[2] > 0]
+        if not live or self._skipping():
+            return
+        ttls = {key: ttl for key, _value, ttl in live}
+        longest = max(ttls.values())
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, value, ttl in live:
+                    pipe.set(key, value, ex=ttl)
+                for tag, members in tags.items():
+                    if not members:
+                        continue
+                    tag_ttl = max(ttls.get(member, longest) for member in members)
+                    pipe.sadd(tag, *members)
+                    pipe.expire(tag, tag_ttl, nx=True)
+                    pipe.expire(tag, tag_ttl, gt=True)
+                await pipe.execute()
+        except _FAILURES as exc:
+            self._failed("set_many", exc)
+            return
+        self._succeeded()
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        """SET NX EX: True when the key was absent and is now set.
+
+        While Redis is away this answers True without storing anything: the caller goes
+        ahead (a webhook is handled, a mutation runs) rather than dropping the action as
+        a duplicate, trading a rare double for never losing one.
+        """
+        if self._skipping():
+            return True
+        try:
+            stored: Any = await self._client.set(key, value, ex=ttl, nx=True)
+        except _FAILURES as exc:
+            self._failed("add", exc)
+            return True
+        self._succeeded()
+        return bool(stored)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """UNLINK `keys` in one call; dropped while Redis is away."""
+        if not keys or self._skipping():
+            return
+        try:
+            await self._client.unlink(*keys)
+        except _FAILURES as exc:
+            self._failed("delete", exc)
+            return
+        self._succeeded()
+
+    async def drop_tags(self, tags: Sequence[str]) -> int:
+        """Delete every key recorded under these tag keys and the tag sets themselves.
+
+        Atomic per call (one Lua script). Answers how many member keys were deleted, 0 while
+        Redis is away.
+        """
+        if not tags or self._skipping():
+            return 0
+        try:
+            dropped: Any = await self._drop_tags_script(keys=list(tags))
+        except _FAILURES as exc:
+            self._failed("drop_tags", exc)
+            return 0
+        self._succeeded()
+        return int(dropped)
+
+    async def ping(self) -> bool:
+        """Ask Redis now, even while calls are being skipped; the answer updates `status`.
+
+        Readiness probes call this, so /readyz reports recovery as soon as Redis answers.
+        """
+        try:
+            await self._client.ping()
+        except _FAILURES as exc:
+            self._failed("ping", exc)
+            return False
+        self._succeeded()
+        return True
+
+    async def aclose(self) -> None:
+        """Close the connection pool this backend created; a client passed in stays open."""
+        if self._owns_client:
+            await self._client.aclose()

@@ -1,0 +1,112 @@
+"""`portal-gateway serve|export-schema|token`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pydantic import ValidationError
+
+from gateway.settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        print("configuration error:", file=sys.stderr)
+        for problem in error.errors():
+            where = ".".join(str(p) for p in problem["loc"]) or "settings"
+            print(f"  {where.upper()}: {problem['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.auth import mint_dev_token
+    from gateway.observability import configure_logging
+    from gateway.sources.sandbox import DEMO_CUSTOMER_ID
+
+    settings = _settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    # the app factory (one per worker) reads its settings from the environment
+    os.environ["HOST"], os.environ["PORT"] = host, str(port)
+    if not settings.production and settings.crm_source == "sandbox":
+        secret = settings.dev_secret()
+        assert secret is not None
+        token = mint_dev_token(secret, DEMO_CUSTOMER_ID, ttl=7 * 24 * 3600)
+        print(
+            f"\nportal-gateway (development, sandbox providers)\n"
+            f"  GraphiQL:   http://{host}:{port}/graphql\n"
+            f"  demo token (customer {DEMO_CUSTOMER_ID}, valid 7 days):\n\n"
+            f"  Authorization: Bearer {token}\n",
+            flush=True,
+        )
+    configure_logging()
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=args.workers,
+        reload=args.reload,
+        log_config=None,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def export_schema(_args: argparse.Namespace) -> int:
+    from gateway.schema import print_sdl
+
+    sys.stdout.write(print_sdl())
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    from gateway.auth import mint_dev_token
+
+    settings = _settings()
+    secret = settings.dev_secret()
+    if secret is None:
+        print("dev tokens need AUTH_DEV_SECRET (refused in production)", file=sys.stderr)
+        return 1
+    if args.customer is None and args.role != "staff":
+        print("give --customer ID, or --role staff", file=sys.stderr)
+        return 2
+    roles = [args.role] if args.role else []
+    print(mint_dev_token(secret, args.customer, roles, ttl=args.ttl))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="portal-gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the gateway (uvicorn)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--reload", action="store_true")
+    p.set_defaults(run=serve)
+
+    p = commands.add_parser("export-schema", help="print the SDL that schema.graphql equals")
+    p.set_defaults(run=export_schema)
+
+    p = commands.add_parser("token", help="mint a dev token (AUTH_DEV_SECRET)")
+    p.add_argument("--customer")
+    p.add_argument("--role", choices=["staff"])
+    p.add_argument("--ttl", type=int, default=3600)
+    p.set_defaults(run=token)
+
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
