@@ -58,7 +58,9 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 
 def _error_response(status: int, message: str, code: str, **extensions: Any) -> Response:
-    return _json({"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}, status)
+    return _json(
+        {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}, status
+    )
 
 
 def build_cache_backend(settings: Settings) -> CacheBackend:
@@ -77,7 +79,9 @@ def build_services(settings: Settings) -> Services:
         ttls={k: settings.ttl(k) for k in ("crm", "billing", "helpdesk", "files")},
         stale_ttl=settings.cache_stale_ttl,
     )
-    return Services(settings=settings, sources=build_sources(settings), backend=backend, cache=cache)
+    return Services(
+        settings=settings, sources=build_sources(settings), backend=backend, cache=cache
+    )
 
 
 class Gateway:
@@ -107,10 +111,13 @@ class Gateway:
         token = request_id_var.set(request_id)
         status = 500
         try:
-            if request.method == "GET" and "query" not in request.query_params:
-                if "text/html" in request.headers.get("accept", ""):
-                    status = 200
-                    return self.graphiql()
+            if (
+                request.method == "GET"
+                and "query" not in request.query_params
+                and "text/html" in request.headers.get("accept", "")
+            ):
+                status = 200
+                return self.graphiql()
             response = await self._graphql(request, request_id)
             status = response.status_code
             response.headers["x-request-id"] = request_id
@@ -138,7 +145,8 @@ class Gateway:
         kind = operation_type(prepared, operation_name)
         if kind is None:
             return _error_response(
-                400, "operationName does not name an operation of the document",
+                400,
+                "operationName does not name an operation of the document",
                 "GRAPHQL_VALIDATION_FAILED",
             )
         if request.method == "GET" and kind is not OperationType.QUERY:

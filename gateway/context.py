@@ -55,4 +55,3 @@ class Context:
         if age is not None:
             self.stale.append({"path": path, "source": loader.source, "age": round(age, 1)})
         return value
-

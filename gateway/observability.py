@@ -25,9 +25,7 @@ __all__ = [
     "request_id_var",
 ]
 
-REQUESTS = Counter(
-    "gateway_requests_total", "HTTP requests answered", ["endpoint", "status"]
-)
+REQUESTS = Counter("gateway_requests_total", "HTTP requests answered", ["endpoint", "status"])
 REQUEST_SECONDS = Histogram(
     "gateway_request_seconds",
     "Time to answer a request",
@@ -45,9 +43,7 @@ UPSTREAM_SECONDS = Histogram(
     ["source", "operation"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-CACHE_REQUESTS = Counter(
-    "gateway_cache_requests_total", "Entity cache lookups", ["kind", "result"]
-)
+CACHE_REQUESTS = Counter("gateway_cache_requests_total", "Entity cache lookups", ["kind", "result"])
 CACHE_ERRORS = Counter("gateway_cache_errors_total", "Cache backend failures", ["operation"])
 BREAKER_STATE = Gauge(
     "gateway_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["source"]

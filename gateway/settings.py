@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["DEFAULT_RATE_LIMITS", "RateLimit", "Settings", "load_dev_secret"]
 
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
 
     # Sandbox knobs: simulated provider latency and failure (e.g. SANDBOX_FAIL=billing).
     sandbox_latency_ms: float = 0.0
-    sandbox_fail: list[str] = Field(default_factory=list)
+    sandbox_fail: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sandbox_files_dir: Path = Path(".sandbox-files")
 
     cache_ttl_crm: int = 300
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     files_url_ttl: int = 300
     files_url_max_ttl: int = 3600
     files_max_upload_bytes: int = 26_214_400
-    files_allowed_types: list[str] = Field(
+    files_allowed_types: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "application/pdf",
             "image/png",
@@ -147,7 +147,7 @@ class Settings(BaseSettings):
     auth_customer_claim: str = "customer_id"
     auth_roles_claim: str = "roles"
     auth_dev_secret: SecretStr | None = None
-    service_api_keys: list[SecretStr] = Field(default_factory=list)
+    service_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     rate_limit_stripe: str | None = None
     rate_limit_hubspot: str | None = None
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     token_encryption_key: SecretStr | None = None
     persisted_queries: Literal["off", "apq", "only"] = "off"
     persisted_queries_manifest: Path | None = None
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     gateway_introspection: bool | None = None
     otel_exporter_otlp_endpoint: str | None = None
 

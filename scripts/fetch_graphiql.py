@@ -24,12 +24,19 @@ TARGET = Path(__file__).resolve().parent.parent / "gateway" / "static" / "graphi
 # package, version, {path in tarball: file name in TARGET}
 PACKAGES = [
     ("react", "18.3.1", {"package/umd/react.production.min.js": "react.production.min.js"}),
-    ("react-dom", "18.3.1",
-     {"package/umd/react-dom.production.min.js": "react-dom.production.min.js"}),
-    ("graphiql", "3.8.3", {
-        "package/graphiql.min.js": "graphiql.min.js",
-        "package/graphiql.min.css": "graphiql.min.css",
-    }),
+    (
+        "react-dom",
+        "18.3.1",
+        {"package/umd/react-dom.production.min.js": "react-dom.production.min.js"},
+    ),
+    (
+        "graphiql",
+        "3.8.3",
+        {
+            "package/graphiql.min.js": "graphiql.min.js",
+            "package/graphiql.min.css": "graphiql.min.css",
+        },
+    ),
 ]
 
 START_JS = """// Starts GraphiQL against this gateway's /graphql (same origin, nothing external).
@@ -41,7 +48,9 @@ START_JS = """// Starts GraphiQL against this gateway's /graphql (same origin, n
     'query PortalHome {',
     '  me {',
     '    name email company',
-    '    invoices(first: 10) { totalCount edges { node { id number status total currency amountDue } } }',
+    '    invoices(first: 10) {',
+    '      totalCount edges { node { id number status total currency amountDue } }',
+    '    }',
     '    tickets(first: 10) { totalCount edges { node { id subject status } } }',
     '    files(first: 10) { edges { node { id name size downloadUrl } } }',
     '  }',

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import redis
 
-from tests.servers import redis_server
+from gateway.app import create_app
+from gateway.auth import mint_dev_token
+from gateway.settings import Settings
+from tests.servers import ServerThread, free_port, redis_server, serve
+
 
 def _reachable(url: str) -> bool:
     try:
@@ -51,3 +58,67 @@ def cache_prefix(redis_url: str) -> Iterator[str]:
 def dev_secret() -> str:
     return "test-dev-secret-" + "x" * 24
 
+
+@pytest.fixture
+def make_settings(tmp_path: Path, dev_secret: str) -> Callable[..., Settings]:
+    """Settings for a sandbox gateway on a free port; keyword arguments override fields."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "auth_dev_secret": dev_secret,
+            "sandbox_files_dir": tmp_path / "files",
+            "port": free_port(),
+            "service_api_keys": ["test-service-key"],
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def gateway_server(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
+    """The whole gateway under uvicorn on its configured port (sandbox providers)."""
+    settings = make_settings()
+    with serve(create_app(settings), port=settings.port) as server:
+        running = GatewayServer(server, settings)
+        try:
+            yield running
+        finally:
+            running.http.close()
+
+
+class GatewayServer:
+    """A running gateway plus what tests need: its URL, its services, token minting, a client."""
+
+    def __init__(self, server: ServerThread, settings: Settings) -> None:
+        self.server = server
+        self.settings = settings
+        self.url = server.url
+        app = server.server.config.app
+        self.gateway = app.state.gateway
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def sources(self) -> Any:
+        return self.gateway.services.sources
+
+    def token(self, customer_id: str | None = "1001", roles: list[str] | None = None) -> str:
+        secret = self.settings.dev_secret()
+        assert secret is not None
+        return mint_dev_token(secret, customer_id, roles)
+
+    def query(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        return self.http.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=all_headers
+        )

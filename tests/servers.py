@@ -32,7 +32,11 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
                 **config,
             )
         )
@@ -78,11 +82,24 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
     """A private redis-server on a free port (for tests that stop and restart Redis)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError("redis-server is not on PATH: install Redis (apt-get install redis-server)")
+        raise RuntimeError(
+            "redis-server is not on PATH: install Redis (apt-get install redis-server)"
+        )
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="pg-redis-")
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", workdir]
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_port(port)
     try:

@@ -66,7 +66,7 @@ class EntityCache:
         *,
         tags: Callable[[str, T], Sequence[str]] | None = None,
         stale: list[StaleHit] | None = None,
-    ) -> list[T | None | BaseException]:
+    ) -> list[T | BaseException | None]:
         """Values for `ids` in order: cached ones, then one `fetch` call for the misses.
 
         `fetch` answers in id order (value, None or an Exception per id) or raises for the
@@ -104,8 +104,15 @@ class EntityCache:
 
         if mine:
             await self._fetch_and_store(
-                kind, [ids[i] for i in mine], [keys[i] for i in mine], fetch, codec, tags,
-                stale, results, mine,
+                kind,
+                [ids[i] for i in mine],
+                [keys[i] for i in mine],
+                fetch,
+                codec,
+                tags,
+                stale,
+                results,
+                mine,
             )
         for index, future in waiting:
             try:
@@ -189,7 +196,9 @@ class EntityCache:
     ) -> None:
         """Write one value through (after a successful provider write)."""
         key = self.key(kind, entity, id)
-        await self._store(kind, [id], [key], [value], codec, (lambda _i, _v: tags) if tags else None)
+        await self._store(
+            kind, [id], [key], [value], codec, (lambda _i, _v: tags) if tags else None
+        )
 
     async def invalidate(self, kind: str, entity: str, ids: Sequence[str]) -> None:
         keys = [self.key(kind, entity, id) for id in ids]

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio
+from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -56,18 +57,21 @@ class RedisCache:
         self,
         url: str,
         *,
-        client: redis.asyncio.Redis | None = None,
+        client: redis.asyncio.Redis[bytes] | None = None,
         socket_timeout: float = 0.25,
         retry_interval: float = 1.0,
         max_connections: int = 100,
     ) -> None:
         """Connect lazily to `url`, or use `client` (whose owner closes it) when given.
 
+        A `client` passed in must answer bytes (no `decode_responses`), as values are bytes.
+
         `socket_timeout` bounds both connecting and each reply; `max_connections` bounds
         the pool, and a call waits at most `socket_timeout` for a free connection.
         """
+        self._own_pool: BlockingConnectionPool[Connection] | None = None
         if client is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self._own_pool = BlockingConnectionPool.from_url(
                 url,
                 max_connections=max_connections,
                 timeout=socket_timeout,
@@ -76,29 +80,26 @@ class RedisCache:
                 # A retry would double the wait on a slow Redis, and a retried SET NX whose
                 # first reply was lost would answer "already there" for our own write.
                 retry=Retry(NoBackoff(), 0),
-                # RESP2: no maintenance-notification handshake, and the pool keeps checking
-                # a pooled connection for a closed socket before reusing it, so the first
-                # command after a Redis restart finds a fresh connection.
+                # RESP2: no maintenance-notification handshake, so the pool checks a pooled
+                # connection for a closed socket before reusing it and the first command
+                # after a Redis restart goes out on a fresh connection.
                 protocol=2,
             )
-            self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)
-            self._owns_client = True
-        else:
-            self._client = client
-            self._owns_client = False
+            client = redis.asyncio.Redis(connection_pool=self._own_pool)
+        self._client = client
         self.retry_interval = retry_interval
         self._status: CacheStatus = "ok"
         self._skip_until = 0.0
         self._drop_tags_script = self._client.register_script(_DROP_TAGS)
 
     @property
-    def client(self) -> redis.asyncio.Redis:
+    def client(self) -> redis.asyncio.Redis[bytes]:
         """The redis.asyncio client, for other users of the same pool (rate limits, dedupe)."""
         return self._client
 
     @property
     def status(self) -> CacheStatus:
-        """"ok", or "degraded" from a failure until the next successful call."""
+        """The backend's health: "degraded" from a failure until the next successful call."""
         return self._status
 
     def _skipping(self) -> bool:
@@ -119,7 +120,7 @@ class RedisCache:
     def _succeeded(self) -> None:
         if self._status != "ok":
             self._status = "ok"
-            log.warning("Redis cache available again")
+            log.info("Redis cache available again")
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """One MGET for all `keys`; None for a miss, and all misses while Redis is away."""
@@ -138,9 +139,10 @@ class RedisCache:
 
         Each tag set expires no earlier than the longest-lived member written with it
         (EXPIRE NX sets a first expiry, EXPIRE GT only ever extends it). A member not among
-        `entries` counts as living as long as the longest entry. Entries whose ttl is not
-        positive would hold nothing, so they are skipped, and tags with them when nothing
-        else is written: a tag set is only ever written with an expiry.
+        `entries` counts as living as long as the longest entry. An entry with a ttl under
+        one second would hold nothing (and SET EX 0 is an error, not a delete), so it is
+        skipped; a call left with no entries writes no tags, since a tag set is only ever
+        written with an expiry.
         """
         live = [entry for entry in entries if entry[2] > 0]
         if not live or self._skipping():
@@ -223,5 +225,5 @@ class RedisCache:
 
     async def aclose(self) -> None:
         """Close the connection pool this backend created; a client passed in stays open."""
-        if self._owns_client:
-            await self._client.aclose()
+        if self._own_pool is not None:
+            await self._own_pool.disconnect()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
 
@@ -43,7 +43,7 @@ _file_page = Codec[Page[StoredFile]](Page[StoredFile])
 _link = Codec[str](str)
 
 
-class EntityLoader(DataLoader, Generic[K, V]):  # type: ignore[misc]
+class EntityLoader(DataLoader[K, V]):
     """Batches keys of one tick into one cache lookup and at most one source call."""
 
     def __init__(
@@ -158,8 +158,8 @@ class Loaders:
         """`billing:{id}` or `helpdesk:{id}` -> the CRM id of that customer."""
         crm = self.sources.crm
 
-        async def fetch(keys: Sequence[str]) -> list[str | None | Exception]:
-            out: list[str | None | Exception] = [None] * len(keys)
+        async def fetch(keys: Sequence[str]) -> list[str | Exception | None]:
+            out: list[str | Exception | None] = [None] * len(keys)
             by_system: dict[str, list[int]] = {}
             for index, key in enumerate(keys):
                 by_system.setdefault(key.partition(":")[0], []).append(index)
@@ -171,9 +171,7 @@ class Loaders:
                     out[position] = value
             return out
 
-        return self._loader(
-            kind="crm", entity="link", source=crm.name, fetch=fetch, codec=_link
-        )
+        return self._loader(kind="crm", entity="link", source=crm.name, fetch=fetch, codec=_link)
 
     @cached_property
     def invoice_page(self) -> EntityLoader[InvoiceQuery, Page[Invoice]]:

@@ -8,7 +8,13 @@ from gateway.auth import Viewer
 from gateway.context import Context
 from gateway.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
 
-__all__ = ["check_owner", "check_page_args", "require_customer", "require_privileged", "require_viewer"]
+__all__ = [
+    "check_owner",
+    "check_page_args",
+    "require_customer",
+    "require_privileged",
+    "require_viewer",
+]
 
 MAX_PAGE = 100
 

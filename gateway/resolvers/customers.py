@@ -10,7 +10,12 @@ from gateway.cache.codec import Codec
 from gateway.context import Context
 from gateway.domain import Customer, ProfileChanges
 from gateway.errors import BadUserInput, NotFound
-from gateway.resolvers.access import check_owner, require_customer, require_privileged, require_viewer
+from gateway.resolvers.access import (
+    check_owner,
+    require_customer,
+    require_privileged,
+    require_viewer,
+)
 
 __all__ = ["customer", "customers", "me", "owner_of", "update_profile"]
 

@@ -40,9 +40,7 @@ def download_url(ctx: Context, found: StoredFile, expires_in: int) -> str:
     return ctx.services.sources.files.download_url(found, ttl)
 
 
-async def request_file_upload(
-    ctx: Context, name: str, content_type: str, size: int
-) -> UploadForm:
+async def request_file_upload(ctx: Context, name: str, content_type: str, size: int) -> UploadForm:
     customer_id = require_customer(ctx)
     settings = ctx.settings
     name = name.strip()
@@ -53,11 +51,8 @@ async def request_file_upload(
             f"size must be between 1 and {settings.files_max_upload_bytes} bytes", field="size"
         )
     if content_type not in settings.files_allowed_types:
-        raise BadUserInput(
-            f"content type {content_type!r} is not allowed", field="contentType"
-        )
-    form = await ctx.services.sources.files.request_upload(customer_id, name, content_type, size)
-    return form
+        raise BadUserInput(f"content type {content_type!r} is not allowed", field="contentType")
+    return await ctx.services.sources.files.request_upload(customer_id, name, content_type, size)
 
 
 async def delete_file(ctx: Context, id: str) -> str:

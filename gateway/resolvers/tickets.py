@@ -71,12 +71,12 @@ def validate_draft(subject: str, description: str, priority: str | None) -> Tick
         raise BadUserInput("description is longer than 64000 characters", field="description")
     if priority is not None and priority.lower() not in _PRIORITIES:
         raise BadUserInput(f"priority must be one of {', '.join(_PRIORITIES)}", field="priority")
-    return TicketDraft(subject=subject, description=description, priority=priority and priority.lower())
+    return TicketDraft(
+        subject=subject, description=description, priority=priority and priority.lower()
+    )
 
 
-async def create_ticket(
-    ctx: Context, draft: TicketDraft, client_mutation_id: str | None
-) -> Ticket:
+async def create_ticket(ctx: Context, draft: TicketDraft, client_mutation_id: str | None) -> Ticket:
     """Create a ticket as the signed-in customer; a retry with the same clientMutationId
     answers the first ticket and creates nothing."""
     customer_id = require_customer(ctx)
@@ -95,7 +95,9 @@ async def create_ticket(
     if not client_mutation_id:
         return await create(None)
     if len(client_mutation_id) > 200:
-        raise BadUserInput("clientMutationId is longer than 200 characters", field="clientMutationId")
+        raise BadUserInput(
+            "clientMutationId is longer than 200 characters", field="clientMutationId"
+        )
     key = f"createTicket:{customer_id}:{client_mutation_id}"
     store = IdempotencyStore(ctx.services.backend, ctx.settings.cache_prefix)
 

@@ -17,13 +17,13 @@ from graphql import (
     ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    ValidationContext,
     execute,
     get_operation_ast,
     parse,
@@ -58,7 +58,7 @@ def _depth(
             deepest = max(deepest, 1 + _depth(selection.selection_set, fragments, seen))
         elif isinstance(selection, InlineFragmentNode):
             deepest = max(deepest, _depth(selection.selection_set, fragments, seen))
-        else:
+        elif isinstance(selection, FragmentSpreadNode):
             name = selection.name.value
             fragment = fragments.get(name)
             if fragment is not None and name not in seen:
@@ -79,7 +79,9 @@ def limits_rule(max_depth: int, max_aliases: int) -> type[ASTValidationRule]:
                     depth = _depth(definition.selection_set, fragments)
                     if depth > max_depth:
                         self.report_error(
-                            _too_complex(f"query depth {depth} exceeds {max_depth}", max_depth, depth)
+                            _too_complex(
+                                f"query depth {depth} exceeds {max_depth}", max_depth, depth
+                            )
                         )
             aliases = _count_aliases(node)
             if aliases > max_aliases:
@@ -127,7 +129,9 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     original = error.original_error
     formatted: dict[str, Any] = {"message": error.message}
     if error.locations:
-        formatted["locations"] = [{"line": l.line, "column": l.column} for l in error.locations]
+        formatted["locations"] = [
+            {"line": loc.line, "column": loc.column} for loc in error.locations
+        ]
     if error.path is not None:
         formatted["path"] = error.path
     if isinstance(original, GatewayError):
@@ -159,7 +163,10 @@ class GraphQLExecutor:
         cache_size: int = 1024,
     ) -> None:
         self.schema = schema
-        rules: list[type[ASTValidationRule]] = [*specified_rules, limits_rule(max_depth, max_aliases)]
+        rules: list[type[ASTValidationRule]] = [
+            *specified_rules,
+            limits_rule(max_depth, max_aliases),
+        ]
         if not introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         self.rules = rules
@@ -230,5 +237,7 @@ def _graphql_error(error: GraphQLError, default_code: str) -> dict[str, Any]:
     if error.extensions:
         formatted["extensions"] = {"code": default_code, **error.extensions}
     if error.locations:
-        formatted["locations"] = [{"line": l.line, "column": l.column} for l in error.locations]
+        formatted["locations"] = [
+            {"line": loc.line, "column": loc.column} for loc in error.locations
+        ]
     return formatted

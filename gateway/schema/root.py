@@ -99,9 +99,7 @@ class DeleteFilePayload:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="CRM write; the cached copy is refreshed.")
-    async def update_profile(
-        self, info: Info[Context, Any], input: UpdateProfileInput
-    ) -> Customer:
+    async def update_profile(self, info: Info[Context, Any], input: UpdateProfileInput) -> Customer:
         changes = domain.ProfileChanges(name=input.name, phone=input.phone, company=input.company)
         return await customers.update_profile(info.context, changes)  # type: ignore[return-value]
 

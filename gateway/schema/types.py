@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import strawberry
-from graphql import GraphQLResolveInfo
 from strawberry.types import Info
 
 from gateway import domain
@@ -32,8 +31,11 @@ __all__ = [
 
 T = TypeVar("T")
 
-InvoiceStatus = strawberry.enum(domain.InvoiceStatus, name="InvoiceStatus")
-TicketStatus = strawberry.enum(domain.TicketStatus, name="TicketStatus")
+# registered on the domain enums themselves, so resolvers return domain values unchanged
+InvoiceStatus = domain.InvoiceStatus
+TicketStatus = domain.TicketStatus
+strawberry.enum(InvoiceStatus, name="InvoiceStatus")
+strawberry.enum(TicketStatus, name="TicketStatus")
 
 
 def _path(info: Info[Context, Any]) -> list[Any]:
@@ -96,11 +98,13 @@ class Customer:
     phone: str | None
 
     @classmethod
-    def is_type_of(cls, obj: Any, _info: GraphQLResolveInfo) -> bool:
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, domain.Customer)
 
     @classmethod
-    async def resolve_reference(cls, info: Info[Context, Any], id: strawberry.ID) -> Customer | None:
+    async def resolve_reference(
+        cls, info: Info[Context, Any], id: strawberry.ID
+    ) -> Customer | None:
         return await customers.customer(info.context, id, _path(info))  # type: ignore[return-value]
 
     @strawberry.field(description="Nullable on purpose: a billing failure nulls only this field.")
@@ -110,7 +114,7 @@ class Customer:
         info: Info[Context, Any],
         first: int | None = 20,
         after: str | None = None,
-        status: InvoiceStatus | None = None,
+        status: domain.InvoiceStatus | None = None,
     ) -> Connection[Invoice] | None:
         return await billing.customer_invoices(  # type: ignore[return-value]
             info.context, root, 20 if first is None else first, after, status, _path(info)
@@ -129,7 +133,7 @@ class Customer:
         info: Info[Context, Any],
         first: int | None = 20,
         after: str | None = None,
-        status: TicketStatus | None = None,
+        status: domain.TicketStatus | None = None,
     ) -> Connection[Ticket] | None:
         return await tickets.customer_tickets(  # type: ignore[return-value]
             info.context, root, 20 if first is None else first, after, status, _path(info)
@@ -152,7 +156,7 @@ class Customer:
 class Invoice:
     id: strawberry.ID
     number: str | None
-    status: InvoiceStatus
+    status: domain.InvoiceStatus
     currency: str = strawberry.field(description="Lower-case ISO 4217 code.")
     total: int = strawberry.field(description="Minor units of currency (cents).")
     amount_due: int = strawberry.field(description="What is still owed now; 0 when paid or void.")
@@ -165,7 +169,7 @@ class Invoice:
     source: str
 
     @classmethod
-    def is_type_of(cls, obj: Any, _info: GraphQLResolveInfo) -> bool:
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, domain.Invoice)
 
     @classmethod
@@ -184,13 +188,13 @@ class Ticket:
     id: strawberry.ID
     subject: str
     description: str | None
-    status: TicketStatus
+    status: domain.TicketStatus
     priority: str | None
     created_at: datetime
     updated_at: datetime | None
 
     @classmethod
-    def is_type_of(cls, obj: Any, _info: GraphQLResolveInfo) -> bool:
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, domain.Ticket)
 
     @classmethod
@@ -213,7 +217,7 @@ class File:
     uploaded_at: datetime
 
     @classmethod
-    def is_type_of(cls, obj: Any, _info: GraphQLResolveInfo) -> bool:
+    def is_type_of(cls, obj: Any, _info: Any) -> bool:
         return isinstance(obj, domain.StoredFile)
 
     @classmethod
@@ -222,7 +226,10 @@ class File:
 
     @strawberry.field(description="A signed, time-limited link (seconds, clamped to a maximum).")
     def download_url(
-        self, root: strawberry.Parent[domain.StoredFile], info: Info[Context, Any], expires_in: int | None = 300
+        self,
+        root: strawberry.Parent[domain.StoredFile],
+        info: Info[Context, Any],
+        expires_in: int | None = 300,
     ) -> str:
         return files.download_url(info.context, root, 300 if expires_in is None else expires_in)
 
@@ -231,4 +238,3 @@ class File:
 class BillingPortalSession:
     url: str
     expires_at: datetime | None
-

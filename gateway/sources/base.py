@@ -29,6 +29,7 @@ from gateway.domain import (
 
 __all__ = ["BillingSource", "CrmSource", "FileStore", "HelpdeskSource", "Source"]
 
+
 class Source(Protocol):
     name: str  # the provider, as in metrics and error extensions ("stripe", "sandbox", ...)
 
@@ -36,13 +37,13 @@ class Source(Protocol):
 
 
 class CrmSource(Source, Protocol):
-    async def customers(self, ids: Sequence[str]) -> list[Customer | None | Exception]:
+    async def customers(self, ids: Sequence[str]) -> list[Customer | Exception | None]:
         """Customers by CRM id."""
         ...
 
     async def customer_ids_by_link(
         self, system: str, external_ids: Sequence[str]
-    ) -> list[str | None | Exception]:
+    ) -> list[str | Exception | None]:
         """CRM ids of the customers whose `system` link ("billing" or "helpdesk") is each id."""
         ...
 
@@ -52,19 +53,23 @@ class CrmSource(Source, Protocol):
 
 
 class BillingSource(Source, Protocol):
-    async def invoice_pages(self, queries: Sequence[InvoiceQuery]) -> list[Page[Invoice] | Exception]:
+    async def invoice_pages(
+        self, queries: Sequence[InvoiceQuery]
+    ) -> list[Page[Invoice] | Exception]:
         """One page of invoices per query (one billing customer each)."""
         ...
 
-    async def invoices(self, ids: Sequence[str]) -> list[Invoice | None | Exception]:
+    async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
         """Invoices by provider id, whoever owns them: callers check ownership."""
         ...
 
-    async def subscriptions(self, billing_ids: Sequence[str]) -> list[list[Subscription] | Exception]:
+    async def subscriptions(
+        self, billing_ids: Sequence[str]
+    ) -> list[list[Subscription] | Exception]:
         """Every subscription (all statuses) of each billing customer."""
         ...
 
-    async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | None | Exception]:
+    async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
         """The missing-link hook: the billing customer id for a CRM record without one."""
         ...
 
@@ -78,9 +83,9 @@ class HelpdeskSource(Source, Protocol):
         """One page of each requester's tickets."""
         ...
 
-    async def tickets(self, ids: Sequence[str]) -> list[Ticket | None | Exception]: ...
+    async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]: ...
 
-    async def requester_ids_by_email(self, emails: Sequence[str]) -> list[str | None | Exception]:
+    async def requester_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
         """The missing-link hook: the help-desk user id for a CRM record without one."""
         ...
 
@@ -90,9 +95,11 @@ class HelpdeskSource(Source, Protocol):
 
 
 class FileStore(Source, Protocol):
-    async def file_pages(self, queries: Sequence[FileQuery]) -> list[Page[StoredFile] | Exception]: ...
+    async def file_pages(
+        self, queries: Sequence[FileQuery]
+    ) -> list[Page[StoredFile] | Exception]: ...
 
-    async def files(self, ids: Sequence[str]) -> list[StoredFile | None | Exception]:
+    async def files(self, ids: Sequence[str]) -> list[StoredFile | Exception | None]:
         """Files by opaque id; an id that does not decode to a stored file answers None."""
         ...
 

@@ -61,8 +61,14 @@ def decode_file_id(file_id: str) -> tuple[str, str] | None:
 
 
 def safe_name(name: str) -> bool:
-    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..") \
-        and "\x00" not in name and len(name) <= 255
+    return (
+        bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+        and "\x00" not in name
+        and len(name) <= 255
+    )
 
 
 class LocalFileStore:
@@ -151,9 +157,9 @@ class LocalFileStore:
             pages.append(paginate(self._list(query.customer_id), query.first, query.after))
         return pages
 
-    async def files(self, ids: Sequence[str]) -> list[StoredFile | None | Exception]:
+    async def files(self, ids: Sequence[str]) -> list[StoredFile | Exception | None]:
         await self._call("files")
-        out: list[StoredFile | None | Exception] = []
+        out: list[StoredFile | Exception | None] = []
         for file_id in ids:
             decoded = decode_file_id(file_id)
             out.append(self._stat(*decoded) if decoded else None)
@@ -172,9 +178,7 @@ class LocalFileStore:
             raise BadUserInput("a file name may not contain path separators", field="name")
         expires = int(time.time()) + 900
         file_id = encode_file_id(customer_id, name)
-        token = self.sign(
-            {"p": "put", "f": file_id, "t": content_type, "s": size, "e": expires}
-        )
+        token = self.sign({"p": "put", "f": file_id, "t": content_type, "s": size, "e": expires})
         return UploadForm(
             url=f"{self.base_url}/files/{token}",
             fields={"Content-Type": content_type, "key": name},
@@ -208,7 +212,9 @@ class LocalFileStore:
         if len(body) > min(int(claims["s"]), self.max_upload_bytes):
             raise BadUserInput("the file is larger than declared or allowed", field="file")
         if content_type != claims["t"]:
-            raise BadUserInput("the file's content type differs from the declared one", field="file")
+            raise BadUserInput(
+                "the file's content type differs from the declared one", field="file"
+            )
         decoded = decode_file_id(str(claims["f"]))
         if decoded is None:
             raise SignedTokenError("invalid token")

@@ -163,9 +163,11 @@ def demo_data(customers: int = 60, invoices_each: int = 12, tickets_each: int = 
                 requester_id=helpdesk_id,
             )
         data.files[crm_id] = [
-            (f"contract-{i + 1:02d}.pdf" if i % 2 == 0 else f"report-{i + 1:02d}.txt",
-             "application/pdf" if i % 2 == 0 else "text/plain",
-             f"Demo document {i + 1} for {name}\n".encode())
+            (
+                f"contract-{i + 1:02d}.pdf" if i % 2 == 0 else f"report-{i + 1:02d}.txt",
+                "application/pdf" if i % 2 == 0 else "text/plain",
+                f"Demo document {i + 1} for {name}\n".encode(),
+            )
             for i in range(10)
         ]
     return data
@@ -208,13 +210,13 @@ class _SandboxSource:
 class SandboxCrm(_SandboxSource):
     kind = "crm"
 
-    async def customers(self, ids: Sequence[str]) -> list[Customer | None | Exception]:
+    async def customers(self, ids: Sequence[str]) -> list[Customer | Exception | None]:
         await self._call("customers")
         return [self.data.customers.get(id) for id in ids]
 
     async def customer_ids_by_link(
         self, system: str, external_ids: Sequence[str]
-    ) -> list[str | None | Exception]:
+    ) -> list[str | Exception | None]:
         await self._call("customer_ids_by_link")
         attribute = "billing_id" if system == "billing" else "helpdesk_id"
         index = {getattr(c, attribute): c.id for c in self.data.customers.values()}
@@ -250,22 +252,28 @@ class SandboxBilling(_SandboxSource):
         found.sort(key=lambda inv: inv.created_at, reverse=True)
         return found
 
-    async def invoice_pages(self, queries: Sequence[InvoiceQuery]) -> list[Page[Invoice] | Exception]:
+    async def invoice_pages(
+        self, queries: Sequence[InvoiceQuery]
+    ) -> list[Page[Invoice] | Exception]:
         await self._call("invoice_pages")
         pages: list[Page[Invoice] | Exception] = []
         for query in queries:
-            pages.append(paginate(self._of(query.billing_id, query.status), query.first, query.after))
+            pages.append(
+                paginate(self._of(query.billing_id, query.status), query.first, query.after)
+            )
         return pages
 
-    async def invoices(self, ids: Sequence[str]) -> list[Invoice | None | Exception]:
+    async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
         await self._call("invoices")
         return [self.data.invoices.get(id) for id in ids]
 
-    async def subscriptions(self, billing_ids: Sequence[str]) -> list[list[Subscription] | Exception]:
+    async def subscriptions(
+        self, billing_ids: Sequence[str]
+    ) -> list[list[Subscription] | Exception]:
         await self._call("subscriptions")
         return [list(self.data.subscriptions.get(b, [])) for b in billing_ids]
 
-    async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | None | Exception]:
+    async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
         await self._call("billing_ids_by_email")
         by_email = {c.email: c.billing_id for c in self.data.customers.values()}
         return [by_email.get(email) for email in emails]
@@ -302,11 +310,11 @@ class SandboxHelpdesk(_SandboxSource):
             pages.append(paginate(matching, query.first, query.after))
         return pages
 
-    async def tickets(self, ids: Sequence[str]) -> list[Ticket | None | Exception]:
+    async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]:
         await self._call("tickets")
         return [self.data.tickets.get(id) for id in ids]
 
-    async def requester_ids_by_email(self, emails: Sequence[str]) -> list[str | None | Exception]:
+    async def requester_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
         await self._call("requester_ids_by_email")
         by_email = {c.email: c.helpdesk_id for c in self.data.customers.values()}
         return [by_email.get(email) for email in emails]

@@ -1,0 +1,1 @@
+"""portal-gateway: one GraphQL endpoint over CRM, billing, help desk and files."""

@@ -1,0 +1,1 @@
+"""Provider adapters behind the protocols of base.py."""

@@ -1,0 +1,171 @@
+"""A rate limiter per provider, shared by every replica through Redis (DESIGN sections 8, 10).
+
+Providers state their limits as "N calls in any window of P seconds" (Stripe 25/1s,
+HubSpot 100/10s), so the limiter keeps exactly that promise: a sliding-window log of
+reserved slots. A caller reserves the earliest slot that keeps every window of `per`
+seconds at or under `calls`, then sleeps until it. Slots are handed out in order, so
+callers queue fairly, and a burst of up to `calls` goes out at once.
+
+With Redis the log is one sorted set per provider, read and written by one Lua script
+(atomic across replicas) that takes the time from Redis, so the replicas' own clocks never
+need to agree. Without Redis, or while Redis fails, the same log lives in the process:
+each replica then keeps the limit on its own, which over-spends by the replica count for
+the length of an outage but never stops the gateway from answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.settings import RateLimit
+
+__all__ = ["RateLimiter", "SlotUnavailable"]
+
+log = logging.getLogger("gateway.upstream")
+
+# Times are integer microseconds: Lua numbers are doubles (exact to 2**53, far beyond any
+# Unix time in microseconds) and Redis truncates a Lua float reply to an integer.
+_RESERVE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local calls = tonumber(ARGV[1])
+local per = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
+local count = redis.call('ZCARD', KEYS[1])
+local slot = now
+if count >= calls then
+  local bound = redis.call('ZRANGE', KEYS[1], count - calls, count - calls, 'WITHSCORES')
+  slot = math.max(now, tonumber(bound[2]) + per)
+end
+local wait = slot - now
+if wait > max_wait then
+  return {0, wait}
+end
+redis.call('ZADD', KEYS[1], slot, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil((wait + per) / 1000))
+return {1, wait}
+"""
+
+# Bounds one Redis round trip, so a Redis that hangs costs a call this much and no more.
+_REDIS_TIMEOUT = 0.5
+# After a Redis failure the limiter stays in-process this long before trying Redis again,
+# so an outage does not add a failed connection attempt to every provider call.
+_REDIS_RETRY_INTERVAL = 5.0
+
+
+class SlotUnavailable(Exception):
+    """The next free slot is further away than the caller can wait; nothing was reserved."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"next slot in {wait:.3f}s")
+        self.wait = wait
+
+
+class _LocalWindow:
+    """The sliding-window log in process memory (same algorithm as the Lua script)."""
+
+    def __init__(self, calls: int, per: float) -> None:
+        self._calls = calls
+        self._per = per
+        self._slots: deque[float] = deque()
+
+    def reserve(self, now: float, max_wait: float) -> float:
+        # No await inside: within one event loop this runs atomically.
+        slots = self._slots
+        while slots and slots[0] <= now - self._per:
+            slots.popleft()
+        slot = now
+        if len(slots) >= self._calls:
+            slot = max(now, slots[-self._calls] + self._per)
+        wait = slot - now
+        if wait > max_wait:
+            raise SlotUnavailable(wait)
+        slots.append(slot)
+        return wait
+
+
+class RateLimiter:
+    """At most `limit.calls` calls in any `limit.per` seconds for one provider."""
+
+    def __init__(
+        self,
+        source: str,
+        limit: RateLimit,
+        *,
+        key: str,
+        redis: Redis[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`key` is the Redis key of the shared log; `redis` None keeps the log in-process."""
+        if limit.calls < 1 or limit.per <= 0:
+            raise ValueError(f"rate limit of {source} must allow at least one call per period")
+        self.source = source
+        self.limit = limit
+        self._key = key
+        self._redis = redis
+        self._clock = clock
+        self._local = _LocalWindow(limit.calls, limit.per)
+        self._script: Any = redis.register_script(_RESERVE) if redis is not None else None
+        self._redis_down_until: float | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether the limit is currently kept in Redis (False while falling back)."""
+        return self._redis is not None and self._redis_down_until is None
+
+    async def reserve(self, max_wait: float) -> float:
+        """Reserve the next slot; return the seconds to wait before using it.
+
+        Raises SlotUnavailable, reserving nothing, when that slot is more than `max_wait`
+        seconds away.
+        """
+        if self._script is not None:
+            down_until = self._redis_down_until
+            if down_until is None or self._clock() >= down_until:
+                shared = await self._reserve_shared(max_wait)
+                if shared is not None:
+                    return shared
+        return self._local.reserve(self._clock(), max_wait)
+
+    async def _reserve_shared(self, max_wait: float) -> float | None:
+        """The wait from the Redis log, or None when Redis failed (the caller goes local)."""
+        args = [
+            self.limit.calls,
+            round(self.limit.per * 1_000_000),
+            round(max(max_wait, 0.0) * 1_000_000),
+            uuid.uuid4().hex,
+        ]
+        try:
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                reply = await self._script(keys=[self._key], args=args)
+            granted, wait_us = int(reply[0]), int(reply[1])
+        except (RedisError, OSError, TimeoutError, IndexError, TypeError, ValueError) as exc:
+            if self._redis_down_until is None:
+                log.warning(
+                    "rate limiter for %s falls back to in-process: Redis failed",
+                    self.source,
+                    extra={"provider": self.source, "error": type(exc).__name__},
+                )
+            self._redis_down_until = self._clock() + _REDIS_RETRY_INTERVAL
+            return None
+        if self._redis_down_until is not None:
+            log.info(
+                "rate limiter for %s is shared through Redis again",
+                self.source,
+                extra={"provider": self.source},
+            )
+            self._redis_down_until = None
+        wait = wait_us / 1_000_000
+        if not granted:
+            raise SlotUnavailable(wait)
+        return wait

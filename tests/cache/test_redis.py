@@ -1,0 +1,425 @@
+"""RedisCache against a real Redis: round trips, TTLs, tags, NX, outages; EntityCache over it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+
+import msgspec
+import pytest
+import redis.asyncio
+from prometheus_client import REGISTRY
+
+from gateway.cache.codec import Codec
+from gateway.cache.entity import EntityCache, StaleHit
+from gateway.cache.redis import RedisCache
+from gateway.errors import IntegrationUnavailable
+from tests.cache.redis_process import redis_on_port
+from tests.servers import free_port, redis_server
+
+RETRY = 0.3  # retry_interval of the outage tests: short, yet far longer than a skipped call
+
+
+class Profile(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+
+
+class ProfileWithEmail(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    email: str | None = None
+
+
+PROFILE = Codec[Profile](Profile)
+
+
+class CountingFetch:
+    """A provider stand-in: records each batch it is asked for, answers or raises."""
+
+    def __init__(self, *, delay: float = 0.0, error: Exception | None = None) -> None:
+        self.calls: list[list[str]] = []
+        self.delay = delay
+        self.error = error
+
+    async def __call__(self, ids: list[str]) -> list[Profile]:
+        self.calls.append(list(ids))
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return [Profile(id=id, name=f"Customer {id}") for id in ids]
+
+
+def cache_errors(operation: str) -> float:
+    return REGISTRY.get_sample_value("gateway_cache_errors_total", {"operation": operation}) or 0.0
+
+
+def assert_ttl_near(pttl_ms: int, seconds: int) -> None:
+    # A few seconds of slack for a slow machine; a missing TTL (-1) or key (-2) fails.
+    assert seconds * 1000 - 5000 <= pttl_ms <= seconds * 1000
+
+
+@pytest.fixture
+async def cache(redis_url: str) -> AsyncIterator[RedisCache]:
+    backend = RedisCache(redis_url)
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
+    """A client of its own, to look at what RedisCache left in Redis."""
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
+    """A redis-server of this test alone: one it may stop, or whose command counts it reads."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def entities(cache: RedisCache, cache_prefix: str) -> EntityCache:
+    return EntityCache(
+        cache,
+        prefix=cache_prefix,
+        ttls={"crm": 300, "billing": 60, "helpdesk": 60, "files": 30},
+        stale_ttl=3600,
+    )
+
+
+# -- the backend ---------------------------------------------------------------------------
+
+
+async def test_set_many_then_get_many_answers_values_in_key_order_with_their_ttls(
+    cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
+) -> None:
+    long, short, absent = (cache_prefix + name for name in ("long", "short", "absent"))
+    await cache.set_many([(long, b"\x00one", 300), (short, b"two", 60)], {})
+
+    assert await cache.get_many([short, absent, long]) == [b"two", None, b"\x00one"]
+    assert_ttl_near(await raw.pttl(long), 300)
+    assert_ttl_near(await raw.pttl(short), 60)
+    assert cache.status == "ok"
+
+
+async def test_get_many_is_one_mget_and_set_many_one_command_per_entry_and_tag(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+) -> None:
+    url = private_redis[0]
+    cache = RedisCache(url)
+    observer: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [f"pg:crm:customer:{n}" for n in range(100)]
+        await observer.config_resetstat()
+        await cache.set_many(
+            [(key, b"v", 300) for key in keys], {"pg:tag:even": keys[::2], "pg:tag:odd": keys[1::2]}
+        )
+        assert await cache.get_many(keys) == [b"v"] * 100
+
+        stats = await observer.info("commandstats")
+        assert stats["cmdstat_mget"]["calls"] == 1
+        assert "cmdstat_get" not in stats
+        assert stats["cmdstat_set"]["calls"] == 100
+        assert stats["cmdstat_sadd"]["calls"] == 2
+        assert stats["cmdstat_expire"]["calls"] == 4
+    finally:
+        await observer.aclose()
+        await cache.aclose()
+
+
+async def test_drop_tags_deletes_exactly_the_keys_of_that_tag_and_its_set(
+    cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
+) -> None:
+    a, b, gone, c, untagged = (cache_prefix + f"crm:customer:{n}" for n in "abxcu")
+    tag_1, tag_2 = cache_prefix + "tag:customer:1", cache_prefix + "tag:customer:2"
+    await cache.set_many(
+        [(key, b"v", 300) for key in (a, b, gone, c, untagged)],
+        {tag_1: [a, b, gone], tag_2: [c]},
+    )
+    await cache.delete([gone])  # expired or invalidated since: not counted as dropped
+
+    assert await cache.drop_tags([tag_1]) == 2
+    assert await cache.get_many([a, b, c, untagged]) == [None, None, b"v", b"v"]
+    assert await raw.exists(tag_1) == 0
+    assert await raw.smembers(tag_2) == {c.encode()}
+    assert await cache.drop_tags([tag_1]) == 0
+
+
+async def test_drop_tags_handles_a_tag_with_more_members_than_lua_can_unpack_at_once(
+    cache: RedisCache, cache_prefix: str
+) -> None:
+    keys = [f"{cache_prefix}files:list:{n}" for n in range(10_000)]
+    tag = cache_prefix + "tag:big"
+    await cache.set_many([(key, b"v", 60) for key in keys], {tag: keys})
+
+    assert await cache.drop_tags([tag]) == 10_000
+    assert await cache.get_many(keys[::1000]) == [None] * 10
+
+
+async def test_tag_sets_expire_with_their_longest_lived_member(
+    cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
+) -> None:
+    tag = cache_prefix + "tag:customer:1"
+    fresh, stale = cache_prefix + "crm:customer:1", cache_prefix + "crm:customer:1:stale"
+    await cache.set_many([(fresh, b"v", 300), (stale, b"v", 3600)], {tag: [fresh]})
+    assert_ttl_near(await raw.pttl(tag), 300)  # only `fresh` was tagged
+
+    await cache.set_many([(fresh, b"v", 300), (stale, b"v", 3600)], {tag: [fresh, stale]})
+    assert_ttl_near(await raw.pttl(tag), 3600)
+
+    await cache.set_many([(cache_prefix + "files:x", b"v", 30)], {tag: [cache_prefix + "files:x"]})
+    assert_ttl_near(await raw.pttl(tag), 3600)  # a shorter-lived member never shortens it
+    assert await raw.scard(tag) == 3
+
+
+async def test_add_sets_a_key_only_when_absent(
+    cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
+) -> None:
+    key = cache_prefix + "webhook:stripe:evt_1"
+
+    assert await cache.add(key, b"first", 604_800) is True
+    assert await cache.add(key, b"second", 604_800) is False
+    assert await cache.get_many([key]) == [b"first"]
+    assert_ttl_near(await raw.pttl(key), 604_800)
+
+
+async def test_delete_removes_only_the_keys_given(cache: RedisCache, cache_prefix: str) -> None:
+    keys = [cache_prefix + name for name in ("a", "b", "c")]
+    await cache.set_many([(key, b"v", 60) for key in keys], {})
+
+    await cache.delete(keys[:2])
+
+    assert await cache.get_many(keys) == [None, None, b"v"]
+
+
+async def test_aclose_leaves_a_client_passed_in_open_for_its_owner(redis_url: str) -> None:
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        cache = RedisCache(redis_url, client=client)
+        assert cache.client is client
+        assert await cache.ping() is True
+        await cache.aclose()
+        assert await client.ping() is True
+    finally:
+        await client.aclose()
+
+
+# -- Redis trouble ---------------------------------------------------------------------------
+
+Call = Callable[[RedisCache], Awaitable[object]]
+
+
+@pytest.mark.parametrize(
+    ("operation", "call", "fallback"),
+    [
+        ("get_many", lambda c: c.get_many(["pg:a", "pg:b"]), [None, None]),
+        ("set_many", lambda c: c.set_many([("pg:a", b"v", 60)], {"pg:tag:t": ["pg:a"]}), None),
+        ("add", lambda c: c.add("pg:webhook:evt", b"1", 60), True),
+        ("delete", lambda c: c.delete(["pg:a"]), None),
+        ("drop_tags", lambda c: c.drop_tags(["pg:tag:t"]), 0),
+        ("ping", lambda c: c.ping(), False),
+    ],
+)
+async def test_each_operation_answers_its_fallback_when_redis_is_unreachable(
+    operation: str, call: Call, fallback: object
+) -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    before = cache_errors(operation)
+    try:
+        assert await call(cache) == fallback
+        assert cache.status == "degraded"
+        assert cache_errors(operation) == before + 1
+    finally:
+        await cache.aclose()
+
+
+async def test_outage_answers_misses_fast_then_caching_resumes_when_redis_returns(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, process, port = private_redis
+    cache = RedisCache(url, retry_interval=RETRY)
+    entities = EntityCache(cache, prefix="pg:", ttls={"crm": 300}, stale_ttl=3600)
+    fetch = CountingFetch()
+    try:
+        await cache.set_many([("pg:k", b"before", 300)], {})
+        assert await cache.get_many(["pg:k"]) == [b"before"]
+        errors = cache_errors("get_many")
+
+        process.terminate()
+        process.wait(10)
+        with caplog.at_level(logging.INFO, logger="gateway.cache.redis"):
+            started = time.monotonic()
+            assert await cache.get_many(["pg:k", "pg:j"]) == [None, None]
+            assert time.monotonic() - started < 1
+            assert cache.status == "degraded"
+            assert cache_errors("get_many") == errors + 1
+
+            # Within retry_interval Redis is not even tried: instant, and no new error.
+            started = time.monotonic()
+            for _ in range(20):
+                assert await cache.get_many(["pg:k"]) == [None]
+                await cache.set_many([("pg:k", b"during", 300)], {"pg:tag:t": ["pg:k"]})
+            assert time.monotonic() - started < 0.1
+            assert cache_errors("get_many") == errors + 1
+
+            # Requests are still answered, from the provider.
+            for _ in range(2):
+                assert await entities.load_many("crm", "customer", ["1"], fetch, PROFILE) == [
+                    Profile("1", "Customer 1")
+                ]
+            assert fetch.calls == [["1"], ["1"]]
+
+            await asyncio.sleep(RETRY)
+            assert await cache.get_many(["pg:k"]) == [None]  # tried again: still down
+            assert cache_errors("get_many") == errors + 2
+
+            with redis_on_port(port):
+                await asyncio.sleep(RETRY)
+                await cache.set_many([("pg:k", b"after", 300)], {})
+                assert cache.status == "ok"
+                assert await cache.get_many(["pg:k"]) == [b"after"]
+                await entities.load_many("crm", "customer", ["1"], fetch, PROFILE)
+                await entities.load_many("crm", "customer", ["1"], fetch, PROFILE)
+                assert len(fetch.calls) == 3  # cached again after the first load
+                # The drop_tags script is gone with the old process; it is loaded again.
+                await cache.set_many([("pg:t1", b"v", 60)], {"pg:tag:t": ["pg:t1"]})
+                assert await cache.drop_tags(["pg:tag:t"]) == 1
+
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        recoveries = [r for r in caplog.records if r.levelno == logging.INFO]
+        assert len(warnings) == 1  # one per transition, not one per failed call
+        assert len(recoveries) == 1
+    finally:
+        await cache.aclose()
+
+
+async def test_a_hung_redis_costs_a_call_at_most_the_socket_timeout(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+) -> None:
+    url, process, _port = private_redis
+    cache = RedisCache(url, socket_timeout=0.25, retry_interval=RETRY)
+    try:
+        await cache.set_many([("pg:k", b"v", 300)], {})
+        process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            assert await cache.get_many(["pg:k"]) == [None]
+            assert time.monotonic() - started < 1
+            assert cache.status == "degraded"
+        finally:
+            process.send_signal(signal.SIGCONT)
+
+        await asyncio.sleep(RETRY)
+        assert await cache.get_many(["pg:k"]) == [b"v"]
+        assert cache.status == "ok"
+    finally:
+        await cache.aclose()
+
+
+async def test_ping_probes_redis_even_while_calls_are_skipped(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+) -> None:
+    url, process, port = private_redis
+    cache = RedisCache(url, retry_interval=60)
+    try:
+        assert await cache.ping() is True
+        process.terminate()
+        process.wait(10)
+        assert await cache.ping() is False
+        assert cache.status == "degraded"
+
+        with redis_on_port(port):
+            assert await cache.ping() is True  # long before retry_interval is over
+            assert cache.status == "ok"
+            assert await cache.add("pg:k", b"v", 60) is True
+            assert await cache.get_many(["pg:k"]) == [b"v"]
+    finally:
+        await cache.aclose()
+
+
+# -- EntityCache over Redis ------------------------------------------------------------------
+
+
+async def test_entity_cache_serves_a_second_load_from_redis_with_the_kind_ttl(
+    entities: EntityCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
+) -> None:
+    fetch = CountingFetch()
+    first = await entities.load_many("crm", "customer", ["1", "2"], fetch, PROFILE)
+    second = await entities.load_many("crm", "customer", ["2", "1"], fetch, PROFILE)
+
+    assert fetch.calls == [["1", "2"]]
+    assert first == [Profile("1", "Customer 1"), Profile("2", "Customer 2")]
+    assert second == first[::-1]
+    assert_ttl_near(await raw.pttl(f"{cache_prefix}crm:customer:1"), 300)
+    assert_ttl_near(await raw.pttl(f"{cache_prefix}crm:customer:1:stale"), 3600)
+
+
+async def test_entity_cache_fetches_a_cold_key_once_for_50_concurrent_loads(
+    entities: EntityCache,
+) -> None:
+    fetch = CountingFetch(delay=0.05)
+
+    results = await asyncio.gather(
+        *(entities.load_many("crm", "customer", ["7"], fetch, PROFILE) for _ in range(50))
+    )
+
+    assert fetch.calls == [["7"]]
+    assert all(result == [Profile("7", "Customer 7")] for result in results)
+
+
+async def test_entity_cache_answers_the_stale_copy_when_the_provider_fails(
+    entities: EntityCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
+) -> None:
+    await entities.load_many("crm", "customer", ["1"], CountingFetch(), PROFILE)
+    await raw.delete(f"{cache_prefix}crm:customer:1")  # as if its 300 s had run out
+    failing = CountingFetch(error=IntegrationUnavailable("hubspot"))
+    stale: list[StaleHit] = []
+
+    result = await entities.load_many("crm", "customer", ["1", "2"], failing, PROFILE, stale=stale)
+
+    assert failing.calls == [["1", "2"]]
+    assert result[0] == Profile("1", "Customer 1")
+    assert isinstance(result[1], IntegrationUnavailable)
+    assert [hit.id for hit in stale] == ["1"]
+    assert 0 <= stale[0].age < 60
+
+
+async def test_entity_cache_reads_a_value_of_another_model_version_as_a_miss(
+    entities: EntityCache,
+) -> None:
+    await entities.load_many("crm", "customer", ["1"], CountingFetch(), PROFILE)
+    newer = Codec[ProfileWithEmail](ProfileWithEmail)
+    calls: list[list[str]] = []
+
+    async def fetch_newer(ids: list[str]) -> Sequence[ProfileWithEmail]:
+        calls.append(ids)
+        return [ProfileWithEmail(id, f"Customer {id}", f"{id}@example.com") for id in ids]
+
+    result = await entities.load_many("crm", "customer", ["1"], fetch_newer, newer)
+
+    assert calls == [["1"]]
+    assert result == [ProfileWithEmail("1", "Customer 1", "1@example.com")]
+
+
+async def test_entity_cache_drop_tags_forgets_only_that_customers_entries(
+    entities: EntityCache,
+) -> None:
+    fetch = CountingFetch()
+
+    def by_customer(id: str, _value: Profile) -> list[str]:
+        return [f"customer:{id}"]
+
+    await entities.load_many("crm", "customer", ["1", "2"], fetch, PROFILE, tags=by_customer)
+
+    assert await entities.drop_tags(["customer:1"]) == 2  # the fresh key and its stale copy
+    await entities.load_many("crm", "customer", ["1", "2"], fetch, PROFILE, tags=by_customer)
+    assert fetch.calls == [["1", "2"], ["1"]]

@@ -1,0 +1,76 @@
+"""Settings validate at the edge; production refuses unsafe defaults with a reason each."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.settings import RateLimit, Settings
+
+
+def test_defaults_are_the_embedded_sandbox() -> None:
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.crm_source, settings.billing_source) == ("sandbox", "sandbox")
+    assert settings.ttl("crm") == 300
+    assert settings.introspection is True
+    assert settings.rate_limit("stripe").calls == 25
+
+
+def test_production_refuses_dev_auth_sandbox_and_default_introspection() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, gateway_env="production", auth_dev_secret="s")  # type: ignore[call-arg]
+    message = str(raised.value)
+    assert "AUTH_DEV_SECRET is set" in message
+    assert "CRM_SOURCE=sandbox" in message
+    assert "BILLING_SOURCE=sandbox" in message
+    assert "GATEWAY_INTROSPECTION is unset" in message
+
+
+def test_production_with_real_configuration_starts() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        gateway_env="production",
+        auth_jwks_url="https://id.example.com/jwks.json",
+        crm_source="hubspot",
+        billing_source="stripe",
+        helpdesk_source="zendesk",
+        files_source="s3",
+        gateway_introspection=False,
+        stripe_webhook_secret="whsec_x",
+        hubspot_client_secret="h",
+        zendesk_webhook_secret="z",
+    )
+    assert settings.introspection is False
+
+
+def test_production_names_a_missing_webhook_secret() -> None:
+    with pytest.raises(ValidationError, match="STRIPE_WEBHOOK_SECRET is unset"):
+        Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            gateway_env="production",
+            billing_source="stripe",
+            auth_jwks_url="https://id.example.com/jwks.json",
+            gateway_introspection=False,
+        )
+
+
+def test_environment_variables_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SANDBOX_FAIL", "billing, files")
+    monkeypatch.setenv("CACHE_TTL_CRM", "120")
+    monkeypatch.setenv("RATE_LIMIT_XERO", "60/60s")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.sandbox_fail == ["billing", "files"]
+    assert settings.ttl("crm") == 120
+    assert (settings.rate_limit("xero").calls, settings.rate_limit("xero").per) == (60, 60.0)
+
+
+def test_bad_rate_limit_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATE_LIMIT_STRIPE", "lots")
+    with pytest.raises(ValidationError, match="rate_limit_stripe"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_rate_limit_units() -> None:
+    assert RateLimit.parse("100/10s").per == 10
+    assert RateLimit.parse("5/500ms").per == 0.5
+    assert RateLimit.parse("60/1m").per == 60
