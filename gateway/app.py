@@ -23,9 +23,10 @@ from gateway.auth import Authenticator
 from gateway.cache.base import CacheBackend
 from gateway.cache.entity import EntityCache
 from gateway.cache.memory import MemoryCache
+from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
 from gateway.context import Context, Services
 from gateway.errors import BadUserInput, GatewayError
-from gateway.observability import REQUEST_SECONDS, REQUESTS, request_id_var
+from gateway.observability import REQUEST_SECONDS, REQUESTS, RESPONSE_CACHE, request_id_var
 from gateway.schema import build_schema
 from gateway.schema.execution import GraphQLExecutor, operation_type
 from gateway.settings import Settings
@@ -98,6 +99,16 @@ class Gateway:
             introspection=settings.introspection,
         )
         self.auth = Authenticator(settings)
+        self.responses = (
+            ResponseCache(
+                self.services.backend,
+                prefix=settings.cache_prefix,
+                ttls=self.services.cache.ttls,
+                max_bytes=settings.response_cache_max_bytes,
+            )
+            if settings.response_cache == "on" and settings.gateway_batching
+            else None
+        )
 
     async def aclose(self) -> None:
         await self.services.sources.aclose()
@@ -129,7 +140,7 @@ class Gateway:
 
     async def _graphql(self, request: Request, request_id: str) -> Response:
         try:
-            query, variables, operation_name = await self._read_params(request)
+            query, variables, operation_name, extensions = await self._read_params(request)
         except GraphQLRequestError as error:
             return _error_response(error.status, error.message, error.code)
         try:
@@ -138,6 +149,21 @@ class Gateway:
             )
         except GatewayError as error:
             return _error_response(401, error.message, error.code)
+
+        # The hit path: one cache round trip, the stored bytes out; no parse, no resolver.
+        responses = self.responses
+        cache_key = None
+        report_cache = bool(extensions and extensions.get("cache"))
+        if responses is not None and viewer.authenticated:
+            cache_key = responses.key(viewer.scope, query, variables, operation_name)
+            if "no-cache" in request.headers.get("cache-control", ""):
+                RESPONSE_CACHE.labels("bypass").inc()
+            else:
+                cached = await responses.get(cache_key)
+                if cached is not None:
+                    RESPONSE_CACHE.labels("hit").inc()
+                    return self._cached_response(request, cached, report_cache)
+                RESPONSE_CACHE.labels("miss").inc()
 
         prepared = self.executor.prepare(query)
         if prepared.errors:
@@ -157,16 +183,46 @@ class Gateway:
             )
         context = Context(self.services, viewer, request_id, request)
         result = await self.executor.execute(prepared, context, variables, operation_name)
-        return _json(result)
+        body = orjson.dumps(result)
+        stored = None
+        if cache_key is not None and kind is OperationType.QUERY:
+            if "errors" in result or "extensions" in result:
+                RESPONSE_CACHE.labels("skip").inc()  # partial or stale answers are never kept
+            else:
+                stored = await self.responses.put(  # type: ignore[union-attr]
+                    cache_key, body, context.touched_kinds, context.touched_tags
+                )
+        if stored is not None:
+            return self._cached_response(request, stored, report_cache, hit=False)
+        if report_cache and "extensions" not in result:
+            body = with_cache_extension(body, hit=False, age=0.0)
+        return Response(body, media_type="application/json")
 
-    async def _read_params(self, request: Request) -> tuple[str, dict[str, Any] | None, str | None]:
+    def _cached_response(
+        self, request: Request, cached: CachedResponse, report: bool, hit: bool = True
+    ) -> Response:
+        headers = {"ETag": cached.etag, "Cache-Control": "private, no-cache"}
+        if request.method == "GET" and request.headers.get("if-none-match") == cached.etag:
+            return Response(status_code=304, headers=headers)
+        body = (
+            with_cache_extension(cached.body, hit, cached.age if hit else 0.0)
+            if report
+            else cached.body
+        )
+        return Response(body, media_type="application/json", headers=headers)
+
+    async def _read_params(
+        self, request: Request
+    ) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
         if request.method == "GET":
             params = request.query_params
             raw_variables = params.get("variables")
+            raw_extensions = params.get("extensions")
             return (
                 params.get("query", ""),
                 _variables(orjson_loads(raw_variables) if raw_variables else None),
                 params.get("operationName") or None,
+                _variables(orjson_loads(raw_extensions) if raw_extensions else None),
             )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("application/json", "application/graphql-response+json"):
@@ -184,7 +240,13 @@ class Gateway:
         name = payload.get("operationName")
         if name is not None and not isinstance(name, str):
             raise GraphQLRequestError(400, "operationName must be a string", "BAD_REQUEST")
-        return query, _variables(payload.get("variables")), name or None
+        extensions = payload.get("extensions")
+        return (
+            query,
+            _variables(payload.get("variables")),
+            name or None,
+            extensions if isinstance(extensions, dict) else None,
+        )
 
     def graphiql(self) -> Response:
         return HTMLResponse(GRAPHIQL_HTML.read_text())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -39,6 +39,12 @@ class Context:
         self.request_id = request_id
         self.request = request
         self.stale: list[dict[str, Any]] = []
+        self.touched_kinds: set[str] = set()
+        self.touched_tags: set[str] = set()
+
+    def _touched(self, kind: str, tags: Sequence[str]) -> None:
+        self.touched_kinds.add(kind)
+        self.touched_tags.update(tags)
 
     @cached_property
     def loaders(self) -> Loaders:
@@ -46,6 +52,7 @@ class Context:
             self.services.sources,
             self.services.cache,
             batching=self.settings.gateway_batching,
+            on_load=self._touched,
         )
 
     async def load(self, loader: EntityLoader[Any, Any], key: Hashable, path: list[Any]) -> Any:

@@ -18,6 +18,7 @@ __all__ = [
     "EVENTS_PUBLISHED",
     "REQUESTS",
     "REQUEST_SECONDS",
+    "RESPONSE_CACHE",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_SECONDS",
     "WEBHOOKS",
@@ -48,6 +49,7 @@ CACHE_ERRORS = Counter("gateway_cache_errors_total", "Cache backend failures", [
 BREAKER_STATE = Gauge(
     "gateway_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["source"]
 )
+RESPONSE_CACHE = Counter("gateway_response_cache_total", "Whole-response cache lookups", ["result"])
 WEBHOOKS = Counter("gateway_webhooks_total", "Webhook deliveries", ["provider", "outcome"])
 EVENTS_PUBLISHED = Counter("gateway_events_published_total", "Domain events published", ["type"])
 

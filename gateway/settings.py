@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     cache_ttl_files: int = 30
     cache_stale_ttl: int = 3600
     cache_prefix: str = "pg:"
+    # Whole-response cache per viewer (in front of execution), invalidated by entity tags.
+    response_cache: Literal["off", "on"] = "on"
+    response_cache_max_bytes: int = 1_000_000
     # Kept for the benchmark's comparison: off = no dataloader batching, no entity cache.
     gateway_batching: bool = True
 

@@ -48,7 +48,7 @@ def test_provider_recovering_serves_fresh_data(billing_down: GatewayServer) -> N
 def test_stale_copy_served_when_the_provider_fails(gateway_server: GatewayServer) -> None:
     token = gateway_server.token()
     assert "errors" not in gateway_server.query(HOME, token=token).json()
-    # the fresh entries expire; the provider then fails
+    # the fresh entries (and the whole-response entry) expire; the provider then fails
     cache = gateway_server.gateway.services.cache
     gateway_server.server.call(cache.backend.delete(_fresh_billing_keys(cache)))
     gateway_server.sources.billing.fail = True
@@ -63,7 +63,9 @@ def test_stale_copy_served_when_the_provider_fails(gateway_server: GatewayServer
 
 def _fresh_billing_keys(cache: object) -> list[str]:
     data = cache.backend._data  # type: ignore[attr-defined]
-    return [k for k in data if ":billing:" in k and not k.endswith(":stale")]
+    return [
+        k for k in data if (":billing:" in k and not k.endswith(":stale")) or ":resp:" in k
+    ]
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,13 @@ class StaleHit:
         self.age = age
 
 
+class FetchAbandoned(Exception):
+    """The request fetching a key went away before the provider answered."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"the {kind} fetch was abandoned; retry")
+
+
 class EntityCache:
     def __init__(
         self,
@@ -133,6 +140,7 @@ class EntityCache:
         results: list[Any],
         positions: list[int],
     ) -> None:
+        completed = False
         try:
             try:
                 fetched: Sequence[Any] = await fetch(ids)
@@ -152,14 +160,16 @@ class EntityCache:
                         if stale is not None:
                             stale.append(StaleHit(ids[i], max(0.0, now - decoded[1])))
                         CACHE_REQUESTS.labels(kind, "stale").inc()
-            await self._store(kind, ids, keys, fetched, codec, tags)
             for i, value in enumerate(fresh_values):
                 results[positions[i]] = value
+            completed = True
+            await self._store(kind, ids, keys, fetched, codec, tags)
         finally:
             for i, key in enumerate(keys):
                 future = self._inflight.pop(key, None)
                 if future is not None and not future.done():
-                    value = results[positions[i]]
+                    # a cancelled fetch must not answer "not found" to the requests waiting on it
+                    value = results[positions[i]] if completed else FetchAbandoned(kind)
                     if isinstance(value, Exception):
                         future.set_exception(value)
                         future.exception()  # mark retrieved: no "never retrieved" warning

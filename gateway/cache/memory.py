@@ -42,8 +42,10 @@ class MemoryCache:
             self._data[key] = (now + ttl, value)
         for tag, keys in tags.items():
             self._tags.setdefault(tag, set()).update(keys)
-        while len(self._data) > self._max:
-            del self._data[next(iter(self._data))]
+        if len(self._data) > self._max:
+            while len(self._data) > self._max:
+                del self._data[next(iter(self._data))]
+            self._prune_tags()
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         if self._live(key, time.monotonic()) is not None:
@@ -56,12 +58,23 @@ class MemoryCache:
             self._data.pop(key, None)
 
     async def drop_tags(self, tags: Sequence[str]) -> int:
+        now = time.monotonic()
         dropped = 0
         for tag in tags:
             for key in self._tags.pop(tag, ()):
-                if self._data.pop(key, None) is not None:
+                item = self._data.pop(key, None)
+                if item is not None and item[0] > now:
                     dropped += 1
         return dropped
+
+    def _prune_tags(self) -> None:
+        """Forget tag members that are gone, so tag sets stay bounded by the live entries."""
+        for tag in list(self._tags):
+            live = {key for key in self._tags[tag] if key in self._data}
+            if live:
+                self._tags[tag] = live
+            else:
+                del self._tags[tag]
 
     async def ping(self) -> bool:
         return True

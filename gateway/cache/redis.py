@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio
-from redis.asyncio.connection import BlockingConnectionPool, Connection
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -57,7 +57,7 @@ class RedisCache:
         self,
         url: str,
         *,
-        client: redis.asyncio.Redis[bytes] | None = None,
+        client: redis.asyncio.Redis | None = None,
         socket_timeout: float = 0.25,
         retry_interval: float = 1.0,
         max_connections: int = 100,
@@ -69,7 +69,7 @@ class RedisCache:
         `socket_timeout` bounds both connecting and each reply; `max_connections` bounds
         the pool, and a call waits at most `socket_timeout` for a free connection.
         """
-        self._own_pool: BlockingConnectionPool[Connection] | None = None
+        self._own_pool: BlockingConnectionPool | None = None
         if client is None:
             self._own_pool = BlockingConnectionPool.from_url(
                 url,
@@ -93,7 +93,7 @@ class RedisCache:
         self._drop_tags_script = self._client.register_script(_DROP_TAGS)
 
     @property
-    def client(self) -> redis.asyncio.Redis[bytes]:
+    def client(self) -> redis.asyncio.Redis:
         """The redis.asyncio client, for other users of the same pool (rate limits, dedupe)."""
         return self._client
 
@@ -127,7 +127,7 @@ class RedisCache:
         if not keys or self._skipping():
             return [None] * len(keys)
         try:
-            values: list[bytes | None] = await self._client.mget(list(keys))
+            values: list[bytes | None] = await self._client.mget(list(keys))  # type: ignore[assignment]
         except _FAILURES as exc:
             self._failed("get_many", exc)
             return [None] * len(keys)

@@ -57,7 +57,7 @@ class EntityLoader(DataLoader[K, V]):
         cache: EntityCache | None,
         cache_id: Callable[[K], str] = str,
         tags: Callable[[K, V], Sequence[str]] | None = None,
-        on_load: Callable[[str, K, V], None] | None = None,
+        on_load: Callable[[str, Sequence[str]], None] | None = None,
         batch: bool = True,
     ) -> None:
         super().__init__(max_batch_size=None if batch else 1, cache=batch)
@@ -103,9 +103,10 @@ class EntityLoader(DataLoader[K, V]):
             by_position = dict(zip(by_id, results, strict=True))
             results = [by_position[self._cache_id(key)] for key in keys]
         if self._on_load is not None:
+            # what this request touched: the response cache tags and times its entry by it
             for key, value in zip(keys, results, strict=True):
                 if value is not None and not isinstance(value, BaseException):
-                    self._on_load(self.kind, key, value)
+                    self._on_load(self.kind, self._tags(key, value) if self._tags else ())
         return results
 
 
@@ -130,7 +131,7 @@ class Loaders:
         cache: EntityCache | None,
         *,
         batching: bool = True,
-        on_load: Callable[[str, Any, Any], None] | None = None,
+        on_load: Callable[[str, Sequence[str]], None] | None = None,
     ) -> None:
         self.sources = sources
         self._cache = cache if batching else None

@@ -17,9 +17,9 @@ from gateway.domain import (
 from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_page_args, require_customer, require_viewer
 from gateway.resolvers.customers import owner_of
+from gateway.resolvers.links import billing_id_of
 
 __all__ = [
-    "billing_id_of",
     "create_billing_portal_session",
     "customer_invoices",
     "customer_subscriptions",
@@ -28,16 +28,6 @@ __all__ = [
 ]
 
 EMPTY: Page[Any] = Page(items=[], next_cursor=None, total_count=0)
-
-
-async def billing_id_of(ctx: Context, customer: Customer) -> str | None:
-    """The customer's billing id: the CRM link, else looked up once by email (and cached)."""
-    if customer.billing_id:
-        return customer.billing_id
-    if not customer.email:
-        return None
-    found: str | None = await ctx.loaders.billing_link.load(customer.email.lower())
-    return found
 
 
 async def customer_invoices(

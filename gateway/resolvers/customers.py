@@ -16,6 +16,7 @@ from gateway.resolvers.access import (
     require_privileged,
     require_viewer,
 )
+from gateway.resolvers.links import link_of
 
 __all__ = ["customer", "customers", "me", "owner_of", "update_profile"]
 
@@ -54,8 +55,9 @@ async def owner_of(ctx: Context, system: str, external_id: str) -> Customer | No
     viewer = require_viewer(ctx)
     if viewer.customer_id is not None and not viewer.privileged:
         own: Customer | None = await ctx.loaders.customer.load(viewer.customer_id)
-        linked = own and (own.billing_id if system == "billing" else own.helpdesk_id)
-        return own if linked == external_id else None
+        if own is None:
+            return None
+        return own if await link_of(ctx, own, system) == external_id else None
     crm_id = await ctx.loaders.customer_id_by_link.load(f"{system}:{external_id}")
     if crm_id is None:
         return None

@@ -11,20 +11,11 @@ from gateway.domain import Customer, Page, Ticket, TicketDraft, TicketQuery, Tic
 from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_page_args, require_customer, require_viewer
 from gateway.resolvers.customers import owner_of
+from gateway.resolvers.links import helpdesk_id_of
 
-__all__ = ["create_ticket", "customer_tickets", "helpdesk_id_of", "ticket", "ticket_requester"]
+__all__ = ["create_ticket", "customer_tickets", "ticket", "ticket_requester"]
 
 _PRIORITIES = ("low", "normal", "high", "urgent")
-
-
-async def helpdesk_id_of(ctx: Context, customer: Customer) -> str | None:
-    """The help-desk user id: the CRM link, else looked up once by email (and cached)."""
-    if customer.helpdesk_id:
-        return customer.helpdesk_id
-    if not customer.email:
-        return None
-    found: str | None = await ctx.loaders.helpdesk_link.load(customer.email.lower())
-    return found
 
 
 async def customer_tickets(

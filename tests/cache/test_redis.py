@@ -252,6 +252,7 @@ async def test_outage_answers_misses_fast_then_caching_resumes_when_redis_return
     try:
         await cache.set_many([("pg:k", b"before", 300)], {})
         assert await cache.get_many(["pg:k"]) == [b"before"]
+        assert await cache.drop_tags(["pg:tag:none"]) == 0
         errors = cache_errors("get_many")
 
         process.terminate()

@@ -1,0 +1,94 @@
+"""Whole-response cache per viewer, in front of GraphQL execution.
+
+An entry is the JSON of one query's answer, keyed by the viewer's scope and a hash of
+(document, variables, operation name). It is tagged with every entity the loaders touched,
+in the same tag sets the entity cache uses (`{prefix}tag:{tag}`), so one `drop_tags` —
+from a webhook, a mutation or a purge — drops the entity entries and every cached page
+holding that entity, for every viewer. Its TTL is the smallest TTL of the kinds touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from gateway.cache.base import CacheBackend
+
+__all__ = ["CachedResponse", "ResponseCache"]
+
+_HEADER = struct.Struct("!d16s")  # stored_at (unix time), etag digest
+
+
+class CachedResponse:
+    __slots__ = ("body", "etag", "stored_at")
+
+    def __init__(self, body: bytes, etag: str, stored_at: float) -> None:
+        self.body = body
+        self.etag = etag
+        self.stored_at = stored_at
+
+    @property
+    def age(self) -> float:
+        return max(0.0, time.time() - self.stored_at)
+
+
+class ResponseCache:
+    def __init__(
+        self, backend: CacheBackend, *, prefix: str, ttls: dict[str, int], max_bytes: int
+    ) -> None:
+        self.backend = backend
+        self.prefix = prefix
+        self.ttls = ttls
+        self.max_bytes = max_bytes
+
+    def key(
+        self, scope: str, query: str, variables: dict[str, Any] | None, operation: str | None
+    ) -> str:
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(query.encode())
+        digest.update(b"\x00")
+        if variables:
+            digest.update(orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
+        digest.update(b"\x00")
+        digest.update((operation or "").encode())
+        return f"{self.prefix}resp:{scope}:{digest.hexdigest()}"
+
+    async def get(self, key: str) -> CachedResponse | None:
+        [data] = await self.backend.get_many([key])
+        if data is None or len(data) < _HEADER.size:
+            return None
+        stored_at, etag = _HEADER.unpack_from(data)
+        return CachedResponse(data[_HEADER.size :], f'"{etag.hex()}"', stored_at)
+
+    def ttl_for(self, kinds: Iterable[str]) -> int | None:
+        ttls = [self.ttls[k] for k in kinds if k in self.ttls]
+        return min(ttls) if ttls else None
+
+    async def put(
+        self, key: str, body: bytes, kinds: Iterable[str], tags: Iterable[str]
+    ) -> CachedResponse | None:
+        """Store an answer; None when it is not cacheable (too big, touched nothing)."""
+        ttl = self.ttl_for(kinds)
+        if ttl is None or ttl <= 0 or len(body) > self.max_bytes:
+            return None
+        etag = hashlib.blake2b(body, digest_size=16).digest()
+        stored_at = time.time()
+        await self.backend.set_many(
+            [(key, _HEADER.pack(stored_at, etag) + body, ttl)],
+            {f"{self.prefix}tag:{tag}": [key] for tag in tags},
+        )
+        return CachedResponse(body, f'"{etag.hex()}"', stored_at)
+
+    async def delete(self, key: str) -> None:
+        await self.backend.delete([key])
+
+
+def with_cache_extension(body: bytes, hit: bool, age: float) -> bytes:
+    """Add `extensions.cache` to a stored answer (which never has extensions of its own)."""
+    extension = orjson.dumps({"cache": {"hit": hit, "age": round(age, 3)}})
+    return body[:-1] + b',"extensions":' + extension + b"}"

@@ -1,0 +1,325 @@
+"""The HTTP client every provider adapter calls through (DESIGN sections 1, 8, 12).
+
+One `UpstreamClient` per provider holds one pooled httpx client on the aiohttp transport
+and puts every call under a deadline, the provider's circuit breaker, its rate limiter and
+the retry policy of `gateway.upstream.retry`, counting and logging each attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import HttpxAiohttpClient
+from redis.asyncio import Redis
+
+from gateway.errors import IntegrationUnavailable
+from gateway.observability import UPSTREAM_REQUESTS, UPSTREAM_SECONDS, request_id_var
+from gateway.settings import Settings
+from gateway.upstream.breaker import BreakerState, CircuitBreaker
+from gateway.upstream.ratelimit import RateLimiter, SlotUnavailable
+from gateway.upstream.retry import (
+    backoff_delay,
+    may_retry,
+    parse_retry_after,
+    parse_should_retry,
+    retryable_status,
+)
+
+__all__ = ["POOL_SIZE", "UpstreamClient"]
+
+log = logging.getLogger("gateway.upstream")
+
+# Connections kept per provider. aiohttp keeps every released connection alive, so this is
+# both the keep-alive pool and the cap on concurrent calls to one provider; adapters already
+# bound their fan-out, and a small pool is what keeps the per-call CPU low (DESIGN 12).
+POOL_SIZE = 20
+# Below the idle timeouts of the providers' load balancers (60 s and more), so the gateway
+# closes an idle connection before the far end does and never writes into a dead socket.
+KEEPALIVE_EXPIRY = 30.0
+
+# A transport failure: our deadline (TimeoutError), httpx's, or an aiohttp error that
+# httpx_aiohttp does not translate.
+_TRANSPORT_ERRORS = (TimeoutError, httpx.RequestError, aiohttp.ClientError)
+
+
+@dataclass(slots=True)
+class _Failure:
+    """One attempt that did not produce an answer to hand back."""
+
+    outcome: str
+    status: int | None = None
+    # Whether another attempt could succeed, judged from the answer alone.
+    retryable: bool = True
+    retry_after: float | None = None
+    # A 4xx the provider asked us to repeat (Stripe-Should-Retry: true): when attempts run
+    # out it is still the provider's answer, so it goes back to the adapter.
+    response: httpx.Response | None = None
+
+
+class UpstreamClient:
+    """Resilient HTTP calls to one provider: deadline, retries, breaker, rate limit, metrics."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        settings: Settings,
+        redis: Redis[Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """Build the client of provider `name` ("stripe", "hubspot", ...).
+
+        `redis` shares the rate limit with every replica; `headers` and `auth` apply to
+        every call; `transport` replaces the aiohttp transport (tests only).
+        """
+        self.name = name
+        self._settings = settings
+        self.breaker = CircuitBreaker(
+            name, failures=settings.breaker_failures, reset=settings.breaker_reset
+        )
+        self.limiter = RateLimiter(
+            name,
+            settings.rate_limit(name),
+            key=f"{settings.cache_prefix}ratelimit:{name}",
+            redis=redis,
+        )
+        # HttpxAiohttpClient is httpx.AsyncClient on httpx_aiohttp.AiohttpTransport; unlike
+        # passing the transport to a plain AsyncClient it also uses aiohttp for proxies
+        # taken from the environment, so no call silently falls back to the slow transport.
+        self._http: httpx.AsyncClient = HttpxAiohttpClient(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            auth=auth,
+            transport=transport,
+            timeout=settings.upstream_timeout,
+            limits=httpx.Limits(
+                max_connections=POOL_SIZE,
+                max_keepalive_connections=POOL_SIZE,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
+            follow_redirects=False,
+        )
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        """The provider's circuit breaker: "closed", "half_open" or "open"."""
+        return self.breaker.state
+
+    async def aclose(self) -> None:
+        """Close the pooled connections; the client cannot be used afterwards."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        params: httpx.QueryParams | Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        idempotent: bool | None = None,
+    ) -> httpx.Response:
+        """Call the provider within `settings.upstream_timeout` seconds, all attempts included.
+
+        `operation` names the call in metrics and logs ("invoices.list"). Answers the
+        response for 2xx, 3xx and 4xx other than 429; raises IntegrationUnavailable when
+        the provider fails, throttles past the deadline, times out, or its breaker is open.
+        A call is retried only when repeating it is harmless: an idempotent method, an
+        `idempotency_key` (sent as `Idempotency-Key`), or `idempotent=True`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.upstream_timeout
+        method = method.upper()
+        attempts = (
+            self._settings.retry_max_attempts
+            if may_retry(method, idempotency_key=idempotency_key, idempotent=idempotent)
+            else 1
+        )
+        send_headers = dict(headers or {})
+        if idempotency_key is not None:
+            send_headers["Idempotency-Key"] = idempotency_key
+        options: dict[str, Any] = {
+            "params": params,
+            "json": json,
+            "content": content,
+            "data": data,
+            "headers": send_headers,
+        }
+
+        attempt = 0
+        while True:
+            attempt += 1
+            result = await self._attempt(method, url, operation, deadline, options)
+            if isinstance(result, httpx.Response):
+                return result
+            delay: float | None = None
+            if attempt < attempts and result.retryable:
+                delay = backoff_delay(
+                    attempt,
+                    base=self._settings.retry_base_delay,
+                    cap=self._settings.retry_max_delay,
+                    retry_after=result.retry_after,
+                )
+                if loop.time() + delay >= deadline:
+                    # The next attempt could not start before the deadline: answer now
+                    # rather than sleep only to fail.
+                    delay = None
+            self._log_failure(operation, attempt, result, delay)
+            if delay is None:
+                if result.response is not None:
+                    return result.response
+                raise self._error(result)
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        operation: str,
+        deadline: float,
+        options: dict[str, Any],
+    ) -> httpx.Response | _Failure:
+        """One attempt: breaker, rate-limit slot, HTTP exchange, accounting."""
+        loop = asyncio.get_running_loop()
+        try:
+            probe = self.breaker.acquire()
+        except IntegrationUnavailable:
+            UPSTREAM_REQUESTS.labels(self.name, operation, "breaker_open").inc()
+            raise
+        try:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise IntegrationUnavailable(self.name, f"{self.name} timed out")
+            try:
+                wait = await self.limiter.reserve(max_wait=remaining)
+            except SlotUnavailable as exc:
+                UPSTREAM_REQUESTS.labels(self.name, operation, "throttled").inc()
+                raise IntegrationUnavailable(
+                    self.name,
+                    f"{self.name} request budget is spent; try again later",
+                    retry_after=exc.wait,
+                ) from None
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = loop.time()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await self._http.request(
+                        method, url, timeout=max(deadline - started, 0.001), **options
+                    )
+            except _TRANSPORT_ERRORS as exc:
+                outcome = _transport_outcome(exc)
+                self.breaker.record_failure(probe)
+                self._count(operation, outcome, loop.time() - started)
+                return _Failure(outcome)
+        except BaseException:
+            # Throttled, cancelled or a programming error: the provider was never judged.
+            self.breaker.release(probe)
+            raise
+        return self._judge(response, operation, probe, loop.time() - started)
+
+    def _judge(
+        self, response: httpx.Response, operation: str, probe: bool, seconds: float
+    ) -> httpx.Response | _Failure:
+        """Account for one answer and decide whether it goes back to the adapter."""
+        status = response.status_code
+        if status >= 500:
+            self.breaker.record_failure(probe)
+            outcome = "server_error"
+        else:
+            # Any answer below 500, a 429 included, shows the provider is up.
+            self.breaker.record_success(probe)
+            outcome = "ok" if status < 400 else "rate_limited" if status == 429 else "client_error"
+        self._count(operation, outcome, seconds)
+        if status < 400:
+            return response
+        should_retry = parse_should_retry(response.headers.get("stripe-should-retry"))
+        retryable = retryable_status(status, should_retry)
+        provider_answer = status < 500 and status != 429
+        if provider_answer and not retryable:
+            return response
+        return _Failure(
+            outcome,
+            status,
+            retryable=retryable,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            response=response if provider_answer else None,
+        )
+
+    def _count(self, operation: str, outcome: str, seconds: float) -> None:
+        UPSTREAM_REQUESTS.labels(self.name, operation, outcome).inc()
+        UPSTREAM_SECONDS.labels(self.name, operation).observe(seconds)
+
+    def _log_failure(
+        self, operation: str, attempt: int, failure: _Failure, retry_in: float | None
+    ) -> None:
+        # Names, status and counts only: URLs (query strings carry keys for some
+        # providers), headers and bodies stay out of logs.
+        log.warning(
+            "%s %s attempt %d failed: %s",
+            self.name,
+            operation,
+            attempt,
+            failure.outcome if failure.status is None else f"HTTP {failure.status}",
+            extra={
+                "provider": self.name,
+                "operation": operation,
+                "status": failure.status,
+                "attempt": attempt,
+                "outcome": failure.outcome,
+                "retry_in": None if retry_in is None else round(retry_in, 3),
+                "request_id": request_id_var.get(),
+            },
+        )
+
+    def _error(self, failure: _Failure) -> IntegrationUnavailable:
+        name = self.name
+        if failure.outcome == "timeout":
+            message = f"{name} timed out"
+        elif failure.outcome == "connection_error":
+            message = f"{name} could not be reached"
+        elif failure.status == 429:
+            message = f"{name} is rate limiting the gateway"
+        else:
+            message = f"{name} is unavailable (HTTP {failure.status})"
+        return IntegrationUnavailable(
+            name, message, retryable=failure.retryable, retry_after=failure.retry_after
+        )
+
+
+def _transport_outcome(exc: BaseException) -> str:
+    """The metric outcome of an attempt that raised: "timeout" or "connection_error"."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        # httpx_aiohttp maps every aiohttp connection error, a refused connect included, to
+        # ConnectTimeout; the aiohttp exception it chains tells what really happened.
+        cause = exc.__cause__
+        if cause is None or isinstance(cause, TimeoutError):
+            return "timeout"
+    return "connection_error"
