@@ -195,11 +195,13 @@ class DomainEvent(msgspec.Struct, frozen=True, tag=True):
 class InvoicePaid(DomainEvent, frozen=True):
     invoice: Invoice | None = None
     billing_customer_id: str | None = None
+    invoice_id: str | None = None  # set by providers whose webhooks carry only the id
 
 
 class InvoiceUpdated(DomainEvent, frozen=True):
     invoice: Invoice | None = None
     billing_customer_id: str | None = None
+    invoice_id: str | None = None
 
 
 class CustomerUpdated(DomainEvent, frozen=True):
@@ -209,6 +211,8 @@ class CustomerUpdated(DomainEvent, frozen=True):
 class TicketUpdated(DomainEvent, frozen=True):
     ticket: Ticket | None = None
     requester_id: str | None = None
+    ticket_id: str | None = None
+    answered: bool = False  # an agent's public reply: the requester is notified
 
 
 class FileUploaded(DomainEvent, frozen=True):

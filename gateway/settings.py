@@ -173,7 +173,13 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     notify_from: str = "portal@example.com"
     sqs_queue_url: str | None = None
+    sqs_dead_letter_url: str | None = None
     rabbitmq_url: str | None = None
+    rabbitmq_queue: str = "portal-gateway.events"
+    # a message taken but not acknowledged within this many seconds goes to another consumer
+    events_redelivery_timeout: float = Field(60.0, gt=0)
+    # sends of one notification (and deliveries of one message) before it is dead-lettered
+    events_max_attempts: int = Field(5, ge=1)
 
     webhook_tolerance: int = 300
     public_base_url: str | None = None

@@ -89,7 +89,9 @@ async def update_profile(ctx: Context, changes: ProfileChanges) -> Customer:
     customer_id = require_customer(ctx)
     valid = validate_profile(changes)
     updated = await ctx.services.sources.crm.update_profile(customer_id, valid)
-    # write-through: the next read sees the new value at once, not after the TTL
+    # every cached page holding this customer goes; then write-through, so the next read
+    # sees the new value at once instead of after the TTL
+    await ctx.services.cache.drop_tags([f"customer:{customer_id}"])
     await ctx.services.cache.put(
         "crm", "customer", customer_id, updated, _customer_codec, tags=[f"customer:{customer_id}"]
     )

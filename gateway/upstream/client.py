@@ -36,6 +36,13 @@ __all__ = ["POOL_SIZE", "UpstreamClient"]
 
 log = logging.getLogger("gateway.upstream")
 
+# httpx logs every request at INFO with its full URL, query string included, and some
+# providers take keys in the query string. This client logs failed attempts itself, without
+# URLs; httpx's own lines stay available to whoever sets the "httpx" logger's level.
+_httpx_log = logging.getLogger("httpx")
+if _httpx_log.level == logging.NOTSET:
+    _httpx_log.setLevel(logging.WARNING)
+
 # Connections kept per provider. aiohttp keeps every released connection alive, so this is
 # both the keep-alive pool and the cap on concurrent calls to one provider; adapters already
 # bound their fan-out, and a small pool is what keeps the per-call CPU low (DESIGN 12).

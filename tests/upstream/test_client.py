@@ -14,6 +14,7 @@ import gateway.upstream
 from gateway.errors import IntegrationUnavailable
 from gateway.observability import request_id_var
 from gateway.upstream import UpstreamClient
+from gateway.upstream.ratelimit import LATENCY_MARGIN
 from tests.servers import free_port
 from tests.upstream.conftest import breaker_gauge, make_settings, upstream_count
 from tests.upstream.fake_provider import FakeProvider
@@ -365,12 +366,18 @@ async def test_two_clients_sharing_redis_keep_one_limit(
         rate_limit_xero="10/1s", upstream_timeout=5.0, cache_prefix=cache_prefix
     )
     replicas = [make_client("xero", provider.url, settings, redis=redis_client) for _ in "ab"]
+    # One call each first: opening connections (HTTP and Redis) delays a cold burst by up to
+    # a few hundred ms here, which would blur the windows the server measures. These calls
+    # count against the limit and are counted below like the rest.
+    await asyncio.gather(
+        *(replica.request("GET", "/Invoices", operation="invoices.shared") for replica in replicas)
+    )
 
     responses = await asyncio.gather(
         *(
             replica.request("GET", "/Invoices", operation="invoices.shared")
             for replica in replicas
-            for _ in range(15)
+            for _ in range(14)
         )
     )
 
@@ -436,7 +443,7 @@ async def test_slot_beyond_the_deadline_fails_without_calling(
     assert time.monotonic() - started < 0.5
     assert provider.count() == 2
     assert caught.value.retry_after is not None
-    assert 9.0 < caught.value.retry_after <= 10.0
+    assert 9.0 < caught.value.retry_after <= 10.0 + LATENCY_MARGIN
     assert upstream_count("hubspot", "limit.deadline", "throttled") == before + 1
 
 

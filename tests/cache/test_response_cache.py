@@ -1,0 +1,211 @@
+"""The whole-response cache on real Redis: scoped per viewer, dropped by entity tags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.conftest import GatewayServer
+from tests.servers import serve
+
+HOME = "{ me { id name invoices(first: 3) { edges { node { id status } } } } }"
+ASK = {"cache": True}
+
+
+@pytest.fixture
+def server(
+    make_settings: Callable[..., Settings], redis_url: str, cache_prefix: str
+) -> Iterator[GatewayServer]:
+    settings = make_settings(redis_url=redis_url, cache_prefix=cache_prefix)
+    with serve(create_app(settings), port=settings.port) as running:
+        gateway = GatewayServer(running, settings)
+        yield gateway
+        gateway.http.close()
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def ask(server: GatewayServer, query: str, **kwargs: object) -> dict[str, object]:
+    headers = kwargs.pop("headers", {})
+    token = kwargs.pop("token", None)
+    if token:
+        headers = {**headers, "Authorization": f"Bearer {token}"}  # type: ignore[dict-item]
+    response = server.http.post(
+        "/graphql", json={"query": query, "extensions": ASK, **kwargs}, headers=headers
+    )
+    return response.json()  # type: ignore[no-any-return]
+
+
+def calls(server: GatewayServer) -> int:
+    return sum(sum(getattr(server.sources, k).calls.values()) for k in ("crm", "billing"))
+
+
+def test_second_request_is_a_hit_with_no_provider_call(server: GatewayServer) -> None:
+    token = server.token("1001")
+    first = ask(server, HOME, token=token)
+    assert first["extensions"] == {"cache": {"hit": False, "age": 0.0}}
+    before = calls(server)
+    second = ask(server, HOME, token=token)
+    assert second["extensions"]["cache"]["hit"] is True  # type: ignore[index]
+    assert second["data"] == first["data"]
+    assert calls(server) == before
+
+
+def test_a_page_is_never_served_to_another_viewer(server: GatewayServer) -> None:
+    a = ask(server, HOME, token=server.token("1001"))
+    assert a["data"]["me"]["id"] == "1001"  # type: ignore[index]
+    b = ask(server, HOME, token=server.token("1002"))
+    assert b["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+    assert b["data"]["me"]["id"] == "1002"  # type: ignore[index]
+    anonymous = ask(server, HOME)
+    assert anonymous["data"] == {"me": None}
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"  # type: ignore[index]
+    staff = ask(server, HOME, token=server.token(None, ["staff"]))
+    assert staff["data"] == {"me": None}
+    assert staff["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+    staff_view = '{ customer(id: "1001") { id name } }'
+    assert ask(server, staff_view, token=server.token(None, ["staff"]))["data"]["customer"]  # type: ignore[index]
+    as_b = ask(server, staff_view, token=server.token("1002"))
+    assert as_b["data"] == {"customer": None}
+    assert as_b["errors"][0]["extensions"]["code"] == "NOT_FOUND"  # type: ignore[index]
+
+
+def test_entries_expire_at_the_smallest_ttl_touched(
+    server: GatewayServer, store: redis.Redis, cache_prefix: str
+) -> None:
+    token = server.token("1001")
+    ttls = {}
+    for name, query in {
+        "crm": "{ me { name } }",
+        "billing": "{ me { name invoices { totalCount } } }",
+        "files": "{ me { name invoices { totalCount } files { totalCount } } }",
+    }.items():
+        ask(server, query, token=token)
+        [key] = set(store.keys(f"{cache_prefix}resp:*")) - set(ttls.values())
+        ttls[name] = key
+    assert 295 <= store.ttl(ttls["crm"]) <= 300
+    assert 55 <= store.ttl(ttls["billing"]) <= 60
+    assert 25 <= store.ttl(ttls["files"]) <= 30
+
+
+def test_dropping_an_invoice_tag_drops_only_pages_holding_it(
+    server: GatewayServer, store: redis.Redis, cache_prefix: str
+) -> None:
+    a, b = server.token("1001"), server.token("1002")
+    page_a = ask(server, HOME, token=a)
+    ask(server, HOME, token=b)
+    profile_a = "{ me { name } }"
+    ask(server, profile_a, token=a)
+    invoice = page_a["data"]["me"]["invoices"]["edges"][0]["node"]["id"]  # type: ignore[index]
+    assert store.exists(f"{cache_prefix}tag:billing:cus_sbx0001")
+    dropped = server.server.call(server.gateway.services.cache.drop_tags(["billing:cus_sbx0001"]))
+    assert dropped > 0
+    assert ask(server, HOME, token=a)["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+    assert ask(server, HOME, token=b)["extensions"]["cache"]["hit"] is True  # type: ignore[index]
+    # the profile page never touched billing: it stays
+    assert ask(server, profile_a, token=a)["extensions"]["cache"]["hit"] is True  # type: ignore[index]
+    assert invoice.startswith("in_sbx0001")
+
+
+def test_update_profile_is_visible_on_the_next_read(server: GatewayServer) -> None:
+    token = server.token("1001")
+    ask(server, "{ me { name company } }", token=token)
+    changed = ask(
+        server,
+        'mutation { updateProfile(input: {company: "New Co"}) { company } }',
+        token=token,
+    )
+    assert changed["data"] == {"updateProfile": {"company": "New Co"}}
+    again = ask(server, "{ me { name company } }", token=token)
+    assert again["data"]["me"]["company"] == "New Co"  # type: ignore[index]
+    assert again["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+
+
+def test_create_ticket_drops_the_ticket_pages(server: GatewayServer) -> None:
+    token = server.token("1001")
+    query = "{ me { tickets { totalCount } } }"
+    assert ask(server, query, token=token)["data"]["me"]["tickets"]["totalCount"] == 12  # type: ignore[index]
+    ask(
+        server,
+        'mutation { createTicket(input: {subject: "s", description: "d"}) { ticket { id } } }',
+        token=token,
+    )
+    assert ask(server, query, token=token)["data"]["me"]["tickets"]["totalCount"] == 13  # type: ignore[index]
+
+
+def test_partial_failure_is_never_cached(
+    server: GatewayServer, store: redis.Redis, cache_prefix: str
+) -> None:
+    token = server.token("1003")
+    server.sources.billing.fail = True
+    failed = ask(server, HOME, token=token)
+    assert failed["data"]["me"]["invoices"] is None  # type: ignore[index]
+    assert not store.keys(f"{cache_prefix}resp:*")
+    server.sources.billing.fail = False
+    healed = ask(server, HOME, token=token)
+    assert healed["data"]["me"]["invoices"] is not None  # type: ignore[index]
+    assert "errors" not in healed
+
+
+def test_no_cache_header_bypasses_and_refreshes(server: GatewayServer) -> None:
+    token = server.token("1001")
+    ask(server, HOME, token=token)
+    before = server.sources.crm.calls["customers"]
+    bypass = ask(server, HOME, token=token, headers={"Cache-Control": "no-cache"})
+    assert bypass["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+    assert REGISTRY.get_sample_value("gateway_response_cache_total", {"result": "bypass"})
+    # the entity cache still answers; the response entry is rewritten
+    assert server.sources.crm.calls["customers"] == before
+    assert ask(server, HOME, token=token)["extensions"]["cache"]["hit"] is True  # type: ignore[index]
+
+
+def test_get_answers_etag_and_304(server: GatewayServer) -> None:
+    headers = {"Authorization": f"Bearer {server.token('1001')}"}
+    first = server.http.get("/graphql", params={"query": HOME}, headers=headers)
+    etag = first.headers["etag"]
+    second = server.http.get(
+        "/graphql", params={"query": HOME}, headers={**headers, "If-None-Match": etag}
+    )
+    assert second.status_code == 304
+    assert second.content == b""
+    other = server.http.get(
+        "/graphql", params={"query": HOME}, headers={**headers, "If-None-Match": '"nope"'}
+    )
+    assert other.status_code == 200
+    assert other.json() == first.json()
+
+
+def test_mutations_are_never_cached(
+    server: GatewayServer, store: redis.Redis, cache_prefix: str
+) -> None:
+    token = server.token("1001")
+    mutation = (
+        'mutation { createTicket(input: {subject: "s", description: "d"}) { ticket { id } } }'
+    )
+    one = ask(server, mutation, token=token)
+    two = ask(server, mutation, token=token)
+    assert one["data"] != two["data"]
+    assert not store.keys(f"{cache_prefix}resp:*")
+
+
+def test_response_cache_off(
+    make_settings: Callable[..., Settings], redis_url: str, cache_prefix: str
+) -> None:
+    settings = make_settings(redis_url=redis_url, cache_prefix=cache_prefix, response_cache="off")
+    with serve(create_app(settings), port=settings.port) as running:
+        server = GatewayServer(running, settings)
+        token = server.token("1001")
+        ask(server, HOME, token=token)
+        second = ask(server, HOME, token=token)
+        assert second["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+        server.http.close()
