@@ -56,6 +56,7 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         reload=args.reload,
         log_config=None,
+        access_log=False,  # one JSON line per request costs ~13% of a cache hit; see docs
         proxy_headers=True,
     )
     return 0

@@ -1,0 +1,257 @@
+"""GraphQL over HTTP at /graphql, as a raw ASGI endpoint.
+
+Raw ASGI rather than a Starlette route: the response-cache hit path is the hottest path of
+the gateway (DESIGN §12: warm pages are measured in thousands per second), and here it costs
+one header scan, one body read, one cache round trip and two `send` calls.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from graphql import OperationType
+
+from gateway.auth import Authenticator
+from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
+from gateway.context import Context, Services
+from gateway.errors import GatewayError
+from gateway.observability import REQUEST_SECONDS, REQUESTS, RESPONSE_CACHE, request_id_var
+from gateway.schema.execution import GraphQLExecutor, operation_type
+
+__all__ = ["GraphQLEndpoint", "GraphQLRequestError"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+GRAPHIQL_HTML = Path(__file__).parent / "templates" / "graphiql.html"
+MAX_BODY_BYTES = 1_000_000
+_JSON = [(b"content-type", b"application/json")]
+_JSON_TYPES = (b"application/json", b"application/graphql-response+json")
+
+
+class GraphQLRequestError(Exception):
+    """A request that is not GraphQL over HTTP: answered with its status and one error."""
+
+    def __init__(self, status: int, message: str, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def error_body(message: str, code: str, **extensions: Any) -> bytes:
+    return orjson.dumps(
+        {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+    )
+
+
+class _Request:
+    """What the endpoint reads of one HTTP request."""
+
+    __slots__ = ("headers", "method", "query_string")
+
+    def __init__(self, scope: Scope) -> None:
+        self.method: str = scope["method"]
+        self.query_string: bytes = scope.get("query_string", b"")
+        # header names arrive lower-cased; the last of repeated headers wins
+        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else None
+
+
+class GraphQLEndpoint:
+    def __init__(
+        self,
+        services: Services,
+        executor: GraphQLExecutor,
+        auth: Authenticator,
+        responses: ResponseCache | None,
+    ) -> None:
+        self.services = services
+        self.executor = executor
+        self.auth = auth
+        self.responses = responses
+        self._graphiql = GRAPHIQL_HTML.read_bytes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request = _Request(scope)
+        request_id = request.header(b"x-request-id") or secrets.token_hex(8)
+        token = request_id_var.set(request_id)
+        status = 500
+        try:
+            status, headers, body = await self._answer(request, receive, request_id)
+            headers.append((b"x-request-id", request_id.encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            REQUESTS.labels("graphql", str(status)).inc()
+            REQUEST_SECONDS.labels("graphql").observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    async def _answer(
+        self, request: _Request, receive: Receive, request_id: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if request.method not in ("GET", "POST"):
+            return (
+                405,
+                [*_JSON, (b"allow", b"GET, POST")],
+                error_body("use GET or POST", "BAD_REQUEST"),
+            )
+        if (
+            request.method == "GET"
+            and b"query=" not in request.query_string
+            and b"text/html" in request.headers.get(b"accept", b"")
+        ):
+            return 200, [(b"content-type", b"text/html; charset=utf-8")], self._graphiql
+        try:
+            query, variables, operation_name, extensions = await _read_params(request, receive)
+            viewer = await self.auth.viewer(
+                request.header(b"authorization"), request.header(b"x-api-key")
+            )
+        except GraphQLRequestError as error:
+            return error.status, list(_JSON), error_body(error.message, error.code)
+        except GatewayError as error:
+            return 401, list(_JSON), error_body(error.message, error.code)
+
+        # The hit path: one cache round trip, the stored bytes out; no parse, no resolver.
+        responses = self.responses
+        cache_key = None
+        report_cache = bool(extensions and extensions.get("cache"))
+        if responses is not None and viewer.authenticated:
+            cache_key = responses.key(viewer.scope, query, variables, operation_name)
+            if b"no-cache" in request.headers.get(b"cache-control", b""):
+                RESPONSE_CACHE.labels("bypass").inc()
+            else:
+                cached = await responses.get(cache_key)
+                if cached is not None:
+                    RESPONSE_CACHE.labels("hit").inc()
+                    return _cached(request, cached, report_cache, hit=True)
+                RESPONSE_CACHE.labels("miss").inc()
+
+        prepared = self.executor.prepare(query)
+        if prepared.errors:
+            return 400, list(_JSON), orjson.dumps({"errors": prepared.errors})
+        kind = operation_type(prepared, operation_name)
+        if kind is None:
+            return (
+                400,
+                list(_JSON),
+                error_body(
+                    "operationName does not name an operation of the document",
+                    "GRAPHQL_VALIDATION_FAILED",
+                ),
+            )
+        if request.method == "GET" and kind is not OperationType.QUERY:
+            return 405, list(_JSON), error_body("only queries may be sent with GET", "BAD_REQUEST")
+        if kind is OperationType.SUBSCRIPTION:
+            return (
+                400,
+                list(_JSON),
+                error_body(
+                    "subscriptions are served over WebSocket (graphql-transport-ws)", "BAD_REQUEST"
+                ),
+            )
+
+        context = Context(self.services, viewer, request_id)
+        result = await self.executor.execute(prepared, context, variables, operation_name)
+        body = orjson.dumps(result)
+        if responses is not None and cache_key is not None and kind is OperationType.QUERY:
+            if "errors" in result or "extensions" in result:
+                RESPONSE_CACHE.labels("skip").inc()  # partial or stale answers are never kept
+            else:
+                stored = await responses.put(
+                    cache_key, body, context.touched_kinds, context.touched_tags
+                )
+                if stored is not None:
+                    return _cached(request, stored, report_cache, hit=False)
+                RESPONSE_CACHE.labels("skip").inc()
+        if report_cache and "extensions" not in result:
+            body = with_cache_extension(body, hit=False, age=0.0)
+        return 200, list(_JSON), body
+
+
+def _cached(
+    request: _Request, cached: CachedResponse, report: bool, hit: bool
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    etag = cached.etag.encode()
+    headers = [(b"etag", etag), (b"cache-control", b"private, no-cache")]
+    if request.method == "GET" and request.headers.get(b"if-none-match") == etag:
+        return 304, headers, b""
+    body = cached.body
+    if report:
+        body = with_cache_extension(body, hit, cached.age if hit else 0.0)
+    return 200, [*_JSON, *headers], body
+
+
+async def _read_params(
+    request: _Request, receive: Receive
+) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
+    if request.method == "GET":
+        params = {k: v[-1] for k, v in parse_qs(request.query_string.decode("latin-1")).items()}
+        raw_variables = params.get("variables")
+        raw_extensions = params.get("extensions")
+        return (
+            params.get("query", ""),
+            _object(_loads(raw_variables) if raw_variables else None, "variables"),
+            params.get("operationName") or None,
+            _object(_loads(raw_extensions) if raw_extensions else None, "extensions"),
+        )
+    content_type = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if content_type not in _JSON_TYPES:
+        # also what keeps plain HTML forms (CSRF) from reaching the executor
+        raise GraphQLRequestError(415, "send GraphQL as POST with Content-Type: application/json")
+    payload = _loads(await _read_body(request, receive))
+    if not isinstance(payload, dict):
+        raise GraphQLRequestError(400, "the body must be a JSON object")
+    query = payload.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise GraphQLRequestError(400, "the body must carry a 'query' string")
+    name = payload.get("operationName")
+    if name is not None and not isinstance(name, str):
+        raise GraphQLRequestError(400, "operationName must be a string")
+    extensions = payload.get("extensions")
+    return (
+        query,
+        _object(payload.get("variables"), "variables"),
+        name or None,
+        extensions if isinstance(extensions, dict) else None,
+    )
+
+
+def _loads(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise GraphQLRequestError(400, "the body is not valid JSON") from None
+
+
+def _object(value: Any, name: str) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    raise GraphQLRequestError(400, f"{name} must be a JSON object")
+
+
+async def _read_body(request: _Request, receive: Receive) -> bytes:
+    declared = request.headers.get(b"content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise GraphQLRequestError(413, "the request body is too large")
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GraphQLRequestError(400, "the client went away")
+        body += bytes(message.get("body", b""))
+        if len(body) > MAX_BODY_BYTES:
+            raise GraphQLRequestError(413, "the request body is too large")
+        if not message.get("more_body", False):
+            return body
