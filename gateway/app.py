@@ -65,8 +65,9 @@ def build_services(settings: Settings) -> Services:
         ttls={k: settings.ttl(k) for k in ("crm", "billing", "helpdesk", "files")},
         stale_ttl=settings.cache_stale_ttl,
     )
+    redis = getattr(backend, "client", None)  # RedisCache shares its pool for rate limits
     return Services(
-        settings=settings, sources=build_sources(settings), backend=backend, cache=cache
+        settings=settings, sources=build_sources(settings, redis), backend=backend, cache=cache
     )
 
 
@@ -81,6 +82,7 @@ class Gateway:
             self.schema._schema,
             max_depth=settings.query_max_depth,
             max_aliases=settings.query_max_aliases,
+            max_cost=settings.query_max_cost,
             introspection=settings.introspection,
         )
         self.auth = Authenticator(settings)
@@ -114,8 +116,8 @@ class Gateway:
             cache = "disabled"
         providers: dict[str, dict[str, str]] = {}
         for source in self.services.sources.all():
-            breaker = getattr(source, "breaker_state", None)
-            providers[source.name] = {"breaker": breaker() if callable(breaker) else "closed"}
+            # adapters on the upstream client expose their breaker; the sandbox has none
+            providers[source.name] = {"breaker": str(getattr(source, "breaker_state", "closed"))}
         degraded = cache == "degraded" or any(p["breaker"] != "closed" for p in providers.values())
         return JSONResponse(
             {"status": "degraded" if degraded else "ok", "cache": cache, "providers": providers}

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.auth import Viewer
 from gateway.cache.base import CacheBackend
 from gateway.cache.entity import EntityCache
+from gateway.domain import DomainEvent
 from gateway.loaders import EntityLoader, Loaders
 from gateway.settings import Settings
 from gateway.sources.registry import Sources
 
-__all__ = ["Context", "Services"]
+__all__ = ["Context", "LiveUpdates", "Services"]
+
+
+class LiveUpdates(Protocol):
+    """Where subscriptions listen (gateway/events/live.py implements it)."""
+
+    def listen(self, customer_id: str) -> AsyncIterator[DomainEvent]:
+        """The customer's domain events from now on, until the iterator is closed."""
+        ...
 
 
 @dataclass(slots=True)
 class Services:
-    """What lives as long as the app: settings, adapters, caches."""
+    """What lives as long as the app: settings, adapters, caches, live updates."""
 
     settings: Settings
     sources: Sources
     backend: CacheBackend
     cache: EntityCache
+    live: LiveUpdates | None = None
 
 
 class Context:
@@ -54,6 +64,11 @@ class Context:
             batching=self.settings.gateway_batching,
             on_load=self._touched,
         )
+
+    def renew(self) -> None:
+        """Start afresh for the next event of a subscription: new loaders, no stale notes."""
+        self.__dict__.pop("loaders", None)
+        self.stale = []
 
     async def load(self, loader: EntityLoader[Any, Any], key: Hashable, path: list[Any]) -> Any:
         """loader.load(key), noting in the response when the value is a stale copy."""

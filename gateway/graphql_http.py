@@ -163,7 +163,10 @@ class GraphQLEndpoint:
             )
 
         context = Context(self.services, viewer, request_id)
-        result = await self.executor.execute(prepared, context, variables, operation_name)
+        report_cost = bool(extensions and extensions.get("cost"))
+        result = await self.executor.execute(
+            prepared, context, variables, operation_name, report_cost
+        )
         body = orjson.dumps(result)
         if responses is not None and cache_key is not None and kind is OperationType.QUERY:
             if "errors" in result or "extensions" in result:
@@ -177,7 +180,8 @@ class GraphQLEndpoint:
                 RESPONSE_CACHE.labels("skip").inc()
         if report_cache and "extensions" not in result:
             body = with_cache_extension(body, hit=False, age=0.0)
-        return 200, list(_JSON), body
+        # no data at all: refused before execution (cost), so a request error
+        return (200 if "data" in result else 400), list(_JSON), body
 
 
 def _cached(

@@ -192,3 +192,29 @@ def _still_up(server: GatewayServer) -> None:
     response = server.query("{ me { name } }", token=server.token())
     assert response.json() == {"data": {"me": {"name": "Ada Lovelace"}}}
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+STAFF_50 = """query($ids: [ID!]!) { customers(ids: $ids) {
+  invoices(first: 5) { edges { node { id } } } } }"""
+
+
+def test_query_cost_is_checked_before_execution(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(query_max_cost=500)
+    with serve(create_app(settings), port=settings.port) as running:
+        server = GatewayServer(running, settings)
+        ids = [str(1001 + i) for i in range(50)]
+        refused = server.query(STAFF_50, {"ids": ids}, headers={"X-API-Key": "test-service-key"})
+        assert refused.status_code == 400
+        [error] = refused.json()["errors"]
+        # customers: 1 + 50 x (invoices: 1 + 5 x (edges: 1 + node: 1 + id: 1))
+        assert error["extensions"] == {"code": "QUERY_TOO_COMPLEX", "limit": 500, "actual": 801}
+        assert sum(server.sources.billing.calls.values()) == 0
+        small = server.http.post(
+            "/graphql",
+            json={"query": STAFF_50, "variables": {"ids": ids[:5]}, "extensions": {"cost": True}},
+            headers={"X-API-Key": "test-service-key"},
+        ).json()
+        assert small["extensions"]["cost"] == {"actual": 81, "limit": 500}
+        default_page = server.query("{ me { invoices { edges { node { id } } } } }")
+        assert default_page.status_code == 200
+        server.http.close()

@@ -17,7 +17,9 @@ from gateway.domain import (
 __all__ = ["EVENT_TYPES", "AnyEvent", "decode_event", "encode_event"]
 
 # Every concrete event; the "type" tag (the class name) picks one when decoding.
-AnyEvent = InvoicePaid | InvoiceUpdated | CustomerUpdated | TicketUpdated | FileUploaded | FileDeleted
+AnyEvent = (
+    InvoicePaid | InvoiceUpdated | CustomerUpdated | TicketUpdated | FileUploaded | FileDeleted
+)
 EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     InvoicePaid,
     InvoiceUpdated,
@@ -28,7 +30,7 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
 )
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 
 def encode_event(event: DomainEvent) -> bytes:

@@ -33,6 +33,7 @@ from graphql import (
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from gateway.context import Context
+from gateway.schema.cost import query_cost
 from gateway.errors import GatewayError, QueryTooComplex
 
 __all__ = ["GraphQLExecutor", "Prepared"]
@@ -120,6 +121,16 @@ class Prepared:
     document: DocumentNode | None
     errors: list[dict[str, Any]]
 
+    @property
+    def fragments(self) -> dict[str, FragmentDefinitionNode]:
+        if self.document is None:
+            return {}
+        return {
+            d.name.value: d
+            for d in self.document.definitions
+            if isinstance(d, FragmentDefinitionNode)
+        }
+
     def operation(self, name: str | None) -> OperationDefinitionNode | None:
         return get_operation_ast(self.document, name) if self.document else None
 
@@ -159,10 +170,12 @@ class GraphQLExecutor:
         *,
         max_depth: int,
         max_aliases: int,
+        max_cost: int,
         introspection: bool,
         cache_size: int = 1024,
     ) -> None:
         self.schema = schema
+        self.max_cost = max_cost
         rules: list[type[ASTValidationRule]] = [
             *specified_rules,
             limits_rule(max_depth, max_aliases),
@@ -203,8 +216,16 @@ class GraphQLExecutor:
         context: Context,
         variables: dict[str, Any] | None,
         operation_name: str | None,
+        report_cost: bool = False,
     ) -> dict[str, Any]:
         assert prepared.document is not None
+        operation = prepared.operation(operation_name)
+        cost = query_cost(self.schema, operation, prepared.fragments, variables) if operation else 0
+        if cost > self.max_cost:
+            error = QueryTooComplex(
+                f"query cost {cost} exceeds {self.max_cost}", limit=self.max_cost, actual=cost
+            )
+            return {"errors": [{"message": error.message, "extensions": error.extensions}]}
         result = execute(
             self.schema,
             prepared.document,
@@ -218,8 +239,13 @@ class GraphQLExecutor:
         if result.errors:
             response["errors"] = [format_error(e, context.request_id) for e in result.errors]
         response["data"] = result.data
+        extensions: dict[str, Any] = {}
         if context.stale:
-            response["extensions"] = {"stale": context.stale}
+            extensions["stale"] = context.stale
+        if report_cost:
+            extensions["cost"] = {"actual": cost, "limit": self.max_cost}
+        if extensions:
+            response["extensions"] = extensions
         return response
 
 

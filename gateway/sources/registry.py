@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from gateway.settings import Settings
 from gateway.sources.base import BillingSource, CrmSource, FileStore, HelpdeskSource
 from gateway.sources.local_files import LocalFileStore
@@ -31,7 +33,8 @@ def base_url(settings: Settings) -> str:
     return settings.public_base_url or f"http://{settings.host}:{settings.port}"
 
 
-def build_sources(settings: Settings) -> Sources:
+def build_sources(settings: Settings, redis: Redis | None = None) -> Sources:
+    """The adapters the settings choose; `redis` carries the shared upstream rate limits."""
     data = demo_data()
     latency = settings.sandbox_latency_ms
     failing = set(settings.sandbox_fail)

@@ -13,12 +13,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+import msgspec
+
 from gateway.domain import (
     BillingPortalSession,
     Customer,
+    DomainEvent,
     Invoice,
+    InvoicePaid,
     InvoiceQuery,
     InvoiceStatus,
+    InvoiceUpdated,
     Page,
     ProfileChanges,
     Subscription,
@@ -26,6 +31,7 @@ from gateway.domain import (
     TicketDraft,
     TicketQuery,
     TicketStatus,
+    TicketUpdated,
 )
 from gateway.errors import IntegrationUnavailable, NotFound
 
@@ -285,6 +291,27 @@ class SandboxBilling(_SandboxSource):
             expires_at=datetime.now(UTC) + timedelta(minutes=5),
         )
 
+    def apply_event(self, event: DomainEvent) -> DomainEvent:
+        """Play the provider: a webhook's invoice state becomes the sandbox's own, and the
+        event carries the sandbox's record (so a subscriber sees what a query shows)."""
+        if not isinstance(event, InvoicePaid | InvoiceUpdated) or event.invoice is None:
+            return event
+        incoming = event.invoice
+        current = self.data.invoices.get(incoming.id)
+        if current is None:
+            stored = msgspec.structs.replace(incoming, source="sandbox")
+        else:
+            stored = msgspec.structs.replace(
+                current,
+                status=incoming.status,
+                total=incoming.total,
+                amount_due=incoming.amount_due,
+                amount_paid=incoming.amount_paid,
+                paid_at=incoming.paid_at,
+            )
+        self.data.invoices[stored.id] = stored
+        return msgspec.structs.replace(event, invoice=stored)
+
 
 class SandboxHelpdesk(_SandboxSource):
     kind = "helpdesk"
@@ -341,3 +368,23 @@ class SandboxHelpdesk(_SandboxSource):
         if idempotency_key:
             self._created[idempotency_key] = ticket_id
         return ticket
+
+    def apply_event(self, event: DomainEvent) -> DomainEvent:
+        """Play the provider: a webhook's ticket state becomes the sandbox's own."""
+        if not isinstance(event, TicketUpdated) or event.ticket is None:
+            return event
+        incoming = event.ticket
+        current = self.data.tickets.get(incoming.id)
+        stored = (
+            incoming
+            if current is None
+            else msgspec.structs.replace(
+                current,
+                subject=incoming.subject or current.subject,
+                status=incoming.status,
+                priority=incoming.priority or current.priority,
+                updated_at=incoming.updated_at or current.updated_at,
+            )
+        )
+        self.data.tickets[stored.id] = stored
+        return msgspec.structs.replace(event, ticket=stored)

@@ -79,7 +79,7 @@ class UpstreamClient:
         *,
         base_url: str,
         settings: Settings,
-        redis: Redis[Any] | None = None,
+        redis: Redis | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
         transport: httpx.AsyncBaseTransport | None = None,

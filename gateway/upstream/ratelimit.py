@@ -21,9 +21,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from gateway.settings import RateLimit
@@ -33,7 +33,9 @@ __all__ = ["LATENCY_MARGIN", "RateLimiter", "SlotUnavailable"]
 log = logging.getLogger("gateway.upstream")
 
 # Times are integer microseconds: Lua numbers are doubles (exact to 2**53, far beyond any
-# Unix time in microseconds) and Redis truncates a Lua float reply to an integer.
+# Unix time in microseconds) and Redis truncates a Lua float reply to an integer. Writing
+# after TIME needs scripts replicated by effect: the default since Redis 5, the only mode
+# since 7 (an older Redis rejects the script and the limiter stays in-process).
 _RESERVE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
@@ -111,7 +113,7 @@ class RateLimiter:
         limit: RateLimit,
         *,
         key: str,
-        redis: Redis[Any] | None = None,
+        redis: Redis | None = None,
         margin: float = LATENCY_MARGIN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -129,13 +131,16 @@ class RateLimiter:
         # The window the slots are spaced by: the provider's, widened by the margin.
         self._window = limit.per + max(margin, 0.0)
         self._local = _LocalWindow(limit.calls, self._window)
-        self._script: Any = redis.register_script(_RESERVE) if redis is not None else None
-        self._redis_down_until: float | None = None
+        self._script: AsyncScript | None = (
+            redis.register_script(_RESERVE) if redis is not None else None
+        )
+        self._falling_back = False
+        self._next_redis_try = 0.0
 
     @property
     def shared(self) -> bool:
         """Whether the limit is currently kept in Redis (False while falling back)."""
-        return self._redis is not None and self._redis_down_until is None
+        return self._redis is not None and not self._falling_back
 
     async def reserve(self, max_wait: float) -> float:
         """Reserve the next slot; return the seconds to wait before using it.
@@ -143,17 +148,20 @@ class RateLimiter:
         Raises SlotUnavailable, reserving nothing, when that slot is more than `max_wait`
         seconds away.
         """
-        if self._script is not None:
-            down_until = self._redis_down_until
-            if down_until is None or self._clock() >= down_until:
-                shared = await self._reserve_shared(max_wait)
-                if shared is not None:
-                    return shared
+        script = self._script
+        if script is not None and self._clock() >= self._next_redis_try:
+            if self._falling_back:
+                # One caller at a time finds out whether Redis is back; the others stay
+                # in-process meanwhile instead of all waiting on a dead connection.
+                self._next_redis_try = self._clock() + _REDIS_RETRY_INTERVAL
+            shared = await self._reserve_shared(script, max_wait)
+            if shared is not None:
+                return shared
         return self._local.reserve(self._clock(), max_wait)
 
-    async def _reserve_shared(self, max_wait: float) -> float | None:
+    async def _reserve_shared(self, script: AsyncScript, max_wait: float) -> float | None:
         """The wait from the Redis log, or None when Redis failed (the caller goes local)."""
-        args = [
+        args: list[int | str] = [
             self.limit.calls,
             round(self._window * 1_000_000),
             round(max(max_wait, 0.0) * 1_000_000),
@@ -161,24 +169,26 @@ class RateLimiter:
         ]
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT):
-                reply = await self._script(keys=[self._key], args=args)
+                reply = await script(keys=[self._key], args=args)
             granted, wait_us = int(reply[0]), int(reply[1])
         except (RedisError, OSError, TimeoutError, IndexError, TypeError, ValueError) as exc:
-            if self._redis_down_until is None:
+            if not self._falling_back:
                 log.warning(
                     "rate limiter for %s falls back to in-process: Redis failed",
                     self.source,
                     extra={"provider": self.source, "error": type(exc).__name__},
                 )
-            self._redis_down_until = self._clock() + _REDIS_RETRY_INTERVAL
+            self._falling_back = True
+            self._next_redis_try = self._clock() + _REDIS_RETRY_INTERVAL
             return None
-        if self._redis_down_until is not None:
+        if self._falling_back:
             log.info(
                 "rate limiter for %s is shared through Redis again",
                 self.source,
                 extra={"provider": self.source},
             )
-            self._redis_down_until = None
+            self._falling_back = False
+            self._next_redis_try = 0.0
         wait = wait_us / 1_000_000
         if not granted:
             raise SlotUnavailable(wait)

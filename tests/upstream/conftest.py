@@ -39,6 +39,14 @@ def upstream_count(source: str, operation: str, outcome: str) -> float:
     return value or 0.0
 
 
+def upstream_seconds_count(source: str, operation: str) -> float:
+    """How many attempts gateway_upstream_seconds has timed for these labels."""
+    value = REGISTRY.get_sample_value(
+        "gateway_upstream_seconds_count", {"source": source, "operation": operation}
+    )
+    return value or 0.0
+
+
 def breaker_gauge(source: str) -> float | None:
     return REGISTRY.get_sample_value("gateway_breaker_state", {"source": source})
 
@@ -71,7 +79,7 @@ async def make_client() -> AsyncIterator[Callable[..., UpstreamClient]]:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[Redis[bytes]]:
-    client: Redis[bytes] = Redis.from_url(redis_url)
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    client: Redis = Redis.from_url(redis_url)
     yield client
     await client.aclose()

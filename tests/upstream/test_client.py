@@ -16,7 +16,12 @@ from gateway.observability import request_id_var
 from gateway.upstream import UpstreamClient
 from gateway.upstream.ratelimit import LATENCY_MARGIN
 from tests.servers import free_port
-from tests.upstream.conftest import breaker_gauge, make_settings, upstream_count
+from tests.upstream.conftest import (
+    breaker_gauge,
+    make_settings,
+    upstream_count,
+    upstream_seconds_count,
+)
 from tests.upstream.fake_provider import FakeProvider
 
 MakeClient = Callable[..., UpstreamClient]
@@ -63,6 +68,7 @@ async def test_server_error_then_success_is_answered_after_a_retry(
     provider.push(500)
     before_error = upstream_count("stripe", "retry.500", "server_error")
     before_ok = upstream_count("stripe", "retry.500", "ok")
+    before_timed = upstream_seconds_count("stripe", "retry.500")
 
     response = await client.request("GET", "/v1/invoices", operation="retry.500")
 
@@ -71,6 +77,7 @@ async def test_server_error_then_success_is_answered_after_a_retry(
     assert [call.path for call in provider.calls] == ["/v1/invoices", "/v1/invoices"]
     assert upstream_count("stripe", "retry.500", "server_error") == before_error + 1
     assert upstream_count("stripe", "retry.500", "ok") == before_ok + 1
+    assert upstream_seconds_count("stripe", "retry.500") == before_timed + 2
 
 
 async def test_retries_exhausted_raise_integration_unavailable(
@@ -359,7 +366,7 @@ async def test_retries_stop_when_the_breaker_opens(
 async def test_two_clients_sharing_redis_keep_one_limit(
     provider: FakeProvider,
     make_client: MakeClient,
-    redis_client: Redis[bytes],
+    redis_client: Redis,
     cache_prefix: str,
 ) -> None:
     settings = make_settings(
@@ -408,7 +415,7 @@ async def test_in_process_limiter_without_redis(
 async def test_unreachable_redis_falls_back_to_the_in_process_limiter(
     provider: FakeProvider, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    unreachable: Redis[bytes] = Redis.from_url("redis://127.0.0.1:1/0")
+    unreachable: Redis = Redis.from_url("redis://127.0.0.1:1/0")
     try:
         settings = make_settings(rate_limit_stripe="3/500ms")
         client = make_client("stripe", provider.url, settings, redis=unreachable)

@@ -1,0 +1,150 @@
+"""Live fan-out to GraphQL subscriptions: in this process, and across replicas via Redis.
+
+`LiveHub.listen(customer_id)` yields the events of one customer as they are published.
+`RedisLiveHub` also publishes each event on one Redis channel and delivers what other
+replicas publish there, so a webhook taken in by any replica reaches every subscriber.
+Live updates are best effort (a subscriber that was not connected misses the event);
+the durable path is the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+import msgspec
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from gateway.domain import DomainEvent
+from gateway.events.codec import AnyEvent
+
+__all__ = ["LiveHub", "RedisLiveHub"]
+
+log = logging.getLogger(__name__)
+
+
+class LiveHub:
+    """Subscribers of this process, by customer; a slow subscriber loses its oldest events."""
+
+    def __init__(self, queue_size: int = 100) -> None:
+        self.queue_size = queue_size
+        self._subscribers: dict[str, set[asyncio.Queue[DomainEvent]]] = {}
+
+    def subscriber_count(self, customer_id: str | None = None) -> int:
+        if customer_id is not None:
+            return len(self._subscribers.get(customer_id, ()))
+        return sum(len(queues) for queues in self._subscribers.values())
+
+    async def listen(self, customer_id: str) -> AsyncIterator[DomainEvent]:
+        """The customer's events from now on, until the iterator is closed."""
+        queue: asyncio.Queue[DomainEvent] = asyncio.Queue(self.queue_size)
+        queues = self._subscribers.setdefault(customer_id, set())
+        queues.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            queues.discard(queue)
+            if not queues and self._subscribers.get(customer_id) is queues:
+                del self._subscribers[customer_id]
+
+    def dispatch(self, event: DomainEvent) -> None:
+        """Hand the event to this process's subscribers of its customer."""
+        if event.customer_id is None:
+            return
+        for queue in self._subscribers.get(event.customer_id, ()):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    async def publish(self, event: DomainEvent) -> None:
+        self.dispatch(event)
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    origin: str  # the publishing process, which has already delivered the event itself
+    event: DomainEvent  # decoded as one of AnyEvent by its tag
+
+
+_encoder = msgspec.json.Encoder()
+class _IncomingEnvelope(msgspec.Struct, frozen=True):
+    origin: str
+    event: AnyEvent
+
+
+_decoder = msgspec.json.Decoder(_IncomingEnvelope)
+
+
+class RedisLiveHub(LiveHub):
+    """Also publishes on a Redis channel and delivers what other replicas publish there."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, channel: str, queue_size: int = 100
+    ) -> None:
+        super().__init__(queue_size)
+        self.client = client
+        self.channel = channel
+        self._origin = secrets.token_hex(8)
+        self._pubsub: redis.asyncio.client.PubSub | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, event: DomainEvent) -> None:
+        self.dispatch(event)
+        try:
+            await self.client.publish(self.channel, _encoder.encode(_Envelope(self._origin, event)))
+        except (RedisError, OSError) as error:
+            log.warning(
+                "live update not sent to other replicas: %s",
+                type(error).__name__,
+                extra={"event_id": event.event_id},
+            )
+
+    async def start(self) -> None:
+        """Subscribe before returning, so nothing published after start-up is missed."""
+        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._pubsub.subscribe(self.channel)
+        except (RedisError, OSError) as error:
+            log.warning("live updates from other replicas unavailable: %s", type(error).__name__)
+        self._task = asyncio.create_task(self._receive(self._pubsub), name="live-updates")
+
+    async def _receive(self, pubsub: redis.asyncio.client.PubSub) -> None:
+        while True:
+            try:
+                if not pubsub.subscribed:
+                    await pubsub.subscribe(self.channel)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except (RedisError, OSError) as error:
+                log.warning("live updates channel lost, retrying: %s", type(error).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                envelope = _decoder.decode(message["data"])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("ignored an undecodable live update")
+                continue
+            if envelope.origin != self._origin:
+                self.dispatch(envelope.event)
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

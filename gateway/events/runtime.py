@@ -1,0 +1,119 @@
+"""Wiring: the configured bus, live hub and publisher, and the app's in-process worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio
+
+from gateway.cache.base import CacheBackend
+from gateway.events.bus import EventBus
+from gateway.events.live import LiveHub, RedisLiveHub
+from gateway.events.memory import MemoryBus
+from gateway.events.notify import build_notifier
+from gateway.events.publisher import EventPublisher
+from gateway.events.worker import Worker
+from gateway.settings import Settings
+from gateway.sources.base import CrmSource
+
+__all__ = ["EventRuntime", "build_bus", "redis_client"]
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(url: str) -> redis.asyncio.Redis:
+    """A client for the bus and pub/sub: longer timeouts than the cache's (blocking reads)."""
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+        url, protocol=2, socket_timeout=10, socket_connect_timeout=2, health_check_interval=30
+    )
+    return client
+
+
+def build_bus(settings: Settings, client: redis.asyncio.Redis | None) -> EventBus:
+    """The bus EVENTS_BACKEND names (auto: Redis Streams with REDIS_URL, else in-process)."""
+    backend = settings.events_backend
+    if backend == "auto":
+        backend = "redis" if settings.redis_url else "memory"
+    timeout = settings.events_redelivery_timeout
+    if backend == "redis":
+        if client is None:
+            raise ValueError("EVENTS_BACKEND=redis needs REDIS_URL")
+        from gateway.events.redis_streams import RedisStreamsBus
+
+        return RedisStreamsBus(
+            client, stream=f"{settings.cache_prefix}events", redelivery_timeout=timeout
+        )
+    if backend == "sqs":
+        if not settings.sqs_queue_url:
+            raise ValueError("EVENTS_BACKEND=sqs needs SQS_QUEUE_URL")
+        from gateway.events.sqs import SqsBus
+
+        return SqsBus(
+            settings.sqs_queue_url,
+            region=settings.aws_region,
+            dead_letter_url=settings.sqs_dead_letter_url,
+            redelivery_timeout=timeout,
+        )
+    if backend == "rabbitmq":
+        if not settings.rabbitmq_url:
+            raise ValueError("EVENTS_BACKEND=rabbitmq needs RABBITMQ_URL")
+        from gateway.events.rabbitmq import RabbitMQBus
+
+        return RabbitMQBus(settings.rabbitmq_url, queue=settings.rabbitmq_queue)
+    return MemoryBus(redelivery_timeout=timeout)
+
+
+class EventRuntime:
+    """What the app holds: bus, live hub, publisher; with the memory bus, its own worker."""
+
+    def __init__(self, settings: Settings, backend: CacheBackend, crm: CrmSource) -> None:
+        self.client = redis_client(settings.redis_url) if settings.redis_url else None
+        self.bus = build_bus(settings, self.client)
+        self.live: LiveHub = (
+            RedisLiveHub(self.client, f"{settings.cache_prefix}live")
+            if self.client is not None
+            else LiveHub()
+        )
+        self.publisher = EventPublisher(self.bus, self.live)
+        # nobody else can reach an in-process queue: the app consumes it itself
+        self.worker = (
+            Worker(
+                self.bus,
+                build_notifier(settings),
+                backend,
+                crm,
+                prefix=settings.cache_prefix,
+                max_attempts=settings.events_max_attempts,
+                claim_ttl=settings.events_redelivery_timeout,
+                retry_base=settings.retry_base_delay,
+                retry_max=settings.retry_max_delay,
+                consumer="in-process",
+            )
+            if isinstance(self.bus, MemoryBus)
+            else None
+        )
+        self._stop = asyncio.Event()
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.live.start()
+        if self.worker is not None:
+            self._stop.clear()
+            self._worker_task = asyncio.create_task(self.worker.run(self._stop), name="worker")
+
+    async def aclose(self) -> None:
+        task, self._worker_task = self._worker_task, None
+        if task is not None and self.worker is not None:
+            self._stop.set()
+            try:
+                await asyncio.wait_for(task, 5)
+            except TimeoutError:
+                log.warning("in-process worker did not stop in time")
+            await self.worker.notifier.aclose()
+        await self.live.aclose()
+        await self.bus.aclose()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()

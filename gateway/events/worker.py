@@ -1,0 +1,224 @@
+"""`portal-gateway worker`: consumes the bus and sends the customers' notifications.
+
+For each delivery: look up the customer, send what the event calls for, acknowledge.
+A failed attempt is retried with full-jitter exponential backoff; after
+EVENTS_MAX_ATTEMPTS attempts (or that many deliveries of one message) the message is
+dead-lettered. A notification is never sent twice: its id is claimed in the cache backend
+(Redis SET NX) while it is being sent, and marked sent for 7 days after; a worker that
+finds it claimed by another waits for that claim to end or expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Sequence
+
+from gateway.cache.base import CacheBackend
+from gateway.domain import Customer, DomainEvent
+from gateway.events.bus import Delivery, EventBus
+from gateway.events.notify import Notification, Notifier, notifications_for, wants_notification
+from gateway.settings import Settings
+from gateway.sources.base import CrmSource
+
+__all__ = ["NotificationBusy", "Worker", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+SENT_TTL = 7 * 24 * 3600
+_SENDING = b"sending"
+_SENT = b"sent"
+
+
+class NotificationBusy(Exception):
+    """Another worker holds the notification's claim: the message goes back for later."""
+
+
+class Worker:
+    def __init__(
+        self,
+        bus: EventBus,
+        notifier: Notifier,
+        backend: CacheBackend,
+        crm: CrmSource,
+        *,
+        prefix: str,
+        max_attempts: int = 5,
+        claim_ttl: float = 60.0,
+        retry_base: float = 0.2,
+        retry_max: float = 5.0,
+        consumer: str | None = None,
+        batch: int = 10,
+    ) -> None:
+        self.bus = bus
+        self.notifier = notifier
+        self.backend = backend
+        self.crm = crm
+        self.prefix = prefix
+        self.max_attempts = max_attempts
+        self.claim_ttl = max(1, math.ceil(claim_ttl))
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch = batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; a batch in hand is finished or handed back."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                deliveries = await self.bus.receive(self.consumer, self.batch, wait=1.0)
+                failures = 0
+            except Exception as error:
+                failures += 1
+                delay = self._backoff(min(failures, 6))
+                log.warning(
+                    "event bus unavailable, retrying in %.1fs: %s", delay, type(error).__name__
+                )
+                await asyncio.sleep(delay)
+                continue
+            for index, delivery in enumerate(deliveries):
+                if stop.is_set():
+                    await self._release_all(deliveries[index:])
+                    break
+                await self.handle(delivery)
+
+    async def _release_all(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            try:
+                await self.bus.release(delivery)
+            except Exception as error:  # the bus redelivers it after its timeout anyway
+                log.warning("could not hand a message back: %s", type(error).__name__)
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.retry_max, self.retry_base * 2 ** (attempt - 1)))
+
+    async def handle(self, delivery: Delivery) -> str:
+        """Handle one delivery; answers "done", "released" or "dead"."""
+        event = delivery.event
+        extra = {"event_id": event.event_id, "event_type": type(event).__name__}
+        if delivery.attempt > self.max_attempts:
+            reason = f"delivered {delivery.attempt} times without being completed"
+            await self.bus.dead_letter(delivery, reason)
+            log.error("event dead-lettered: %s", reason, extra=extra)
+            return "dead"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._process(event)
+                break
+            except NotificationBusy:
+                await self.bus.release(delivery)
+                return "released"
+            except Exception as error:
+                if attempt >= self.max_attempts:
+                    reason = f"{type(error).__name__} after {attempt} attempts"
+                    await self.bus.dead_letter(delivery, reason)
+                    log.error("event dead-lettered: %s", reason, extra=extra)
+                    return "dead"
+                delay = self._backoff(attempt)
+                log.warning(
+                    "handling failed (attempt %d of %d), retrying in %.2fs: %s",
+                    attempt,
+                    self.max_attempts,
+                    delay,
+                    type(error).__name__,
+                    extra=extra,
+                )
+                await asyncio.sleep(delay)
+        await self.bus.ack(delivery)
+        return "done"
+
+    async def _process(self, event: DomainEvent) -> None:
+        if event.customer_id is None or not wants_notification(event):
+            return
+        [found] = await self.crm.customers([event.customer_id])
+        if isinstance(found, Exception):
+            raise found
+        if not isinstance(found, Customer):
+            log.info("no such customer to notify", extra={"customer_id": event.customer_id})
+            return
+        for notification in notifications_for(event, found):
+            await self.send_once(notification)
+
+    async def send_once(self, notification: Notification) -> bool:
+        """Send unless already sent; answers whether it was sent now."""
+        key = f"{self.prefix}notify:{notification.id}"
+        deadline = time.monotonic() + self.claim_ttl
+        while not await self.backend.add(key, _SENDING, self.claim_ttl):
+            [state] = await self.backend.get_many([key])
+            if state == _SENT:
+                log.info("notification already sent", extra={"notification_id": notification.id})
+                return False
+            if state is not None and time.monotonic() > deadline:
+                raise NotificationBusy(notification.id)
+            await asyncio.sleep(0.1)
+        try:
+            await self.notifier.send(notification)
+        except BaseException:
+            await self.backend.delete([key])
+            raise
+        await self.backend.set_many([(key, _SENT, SENT_TTL)], {})
+        log.info("notification sent", extra={"notification_id": notification.id})
+        return True
+
+
+async def _serve(settings: Settings) -> None:
+    from gateway.app import build_cache_backend
+    from gateway.events.notify import build_notifier
+    from gateway.events.runtime import build_bus, redis_client
+    from gateway.sources.registry import build_sources
+
+    client = redis_client(settings.redis_url) if settings.redis_url else None
+    backend = build_cache_backend(settings)
+    sources = build_sources(settings)
+    bus = build_bus(settings, client)
+    notifier = build_notifier(settings)
+    worker = Worker(
+        bus,
+        notifier,
+        backend,
+        sources.crm,
+        prefix=settings.cache_prefix,
+        max_attempts=settings.events_max_attempts,
+        claim_ttl=settings.events_redelivery_timeout,
+        retry_base=settings.retry_base_delay,
+        retry_max=settings.retry_max_delay,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "worker consuming",
+        extra={"bus": bus.name, "notify": notifier.name, "consumer": worker.consumer},
+    )
+    try:
+        await worker.run(stop)
+    finally:
+        await bus.aclose()
+        await notifier.aclose()
+        await sources.aclose()
+        await backend.aclose()
+        if client is not None:
+            await client.aclose()
+
+
+def run_worker(settings: Settings) -> int:
+    """The `portal-gateway worker` command; answers the exit code."""
+    backend = settings.events_backend
+    if backend == "memory" or (backend == "auto" and not settings.redis_url):
+        log.error(
+            "EVENTS_BACKEND is the in-process memory bus, which the gateway consumes itself: "
+            "set REDIS_URL, or EVENTS_BACKEND=sqs or rabbitmq, to run a separate worker"
+        )
+        return 2
+    asyncio.run(_serve(settings))
+    return 0

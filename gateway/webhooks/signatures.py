@@ -1,0 +1,35 @@
+"""HMAC-SHA256 signatures compared in constant time, and replay windows."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+from gateway.webhooks.provider import InvalidSignature
+
+__all__ = ["check_any", "check_window", "hmac_base64", "hmac_hex"]
+
+
+def hmac_hex(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def hmac_base64(secret: str, message: bytes) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def check_any(candidates: Sequence[str], expected: str) -> None:
+    """Raises unless one candidate equals `expected`; every candidate is compared, so the
+    time taken says nothing about which one (or how much of one) matched."""
+    wanted = expected.encode()
+    matches = [hmac.compare_digest(c.strip().encode(), wanted) for c in candidates]
+    if not any(matches):
+        raise InvalidSignature("signature does not match")
+
+
+def check_window(timestamp: float, now: float, tolerance: float) -> None:
+    """Raises unless the signed timestamp is within `tolerance` seconds of now (either way)."""
+    if abs(now - timestamp) > tolerance:
+        raise InvalidSignature("timestamp outside the replay window")

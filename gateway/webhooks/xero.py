@@ -1,0 +1,61 @@
+"""Xero: `x-xero-signature` = base64 HMAC-SHA256 of the body with the webhook key.
+
+Xero's intent-to-receive sends empty deliveries, some signed wrongly, and expects 200 for
+a valid signature and 401 for an invalid one, with empty bodies. Xero signs no timestamp:
+replays are stopped by the event-id dedupe. Events carry ids only: invoice events become
+InvoiceUpdated with `invoice_id`, completed from the billing source on intake.
+"""
+
+from __future__ import annotations
+
+from gateway.domain import DomainEvent, InvoiceUpdated
+from gateway.webhooks.provider import (
+    BadPayload,
+    Incoming,
+    InvalidSignature,
+    json_body,
+    parse_time,
+    require_str,
+)
+from gateway.webhooks.signatures import check_any, hmac_base64
+
+__all__ = ["XeroWebhook"]
+
+
+class XeroWebhook:
+    name = "xero"
+    reject_status = 401
+    quiet = True
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def verify(self, incoming: Incoming) -> None:
+        signature = incoming.headers.get("x-xero-signature", "")
+        if not signature:
+            raise InvalidSignature("missing x-xero-signature")
+        check_any([signature], hmac_base64(self._key, incoming.body))
+
+    def parse(self, body: bytes) -> list[DomainEvent]:
+        payload = json_body(body)
+        if not isinstance(payload, dict) or not isinstance(payload.get("events", []), list):
+            raise BadPayload("a Xero delivery is an object with an 'events' array")
+        events: list[DomainEvent] = []
+        for event in payload.get("events", []):
+            if not isinstance(event, dict):
+                raise BadPayload("a Xero event is an object")
+            if str(event.get("eventCategory", "")).upper() != "INVOICE":
+                continue
+            resource = require_str(event, "resourceId")
+            when = require_str(event, "eventDateUtc")
+            tenant = str(event.get("tenantId") or "")
+            kind = str(event.get("eventType") or "")
+            events.append(
+                InvoiceUpdated(
+                    event_id=f"xero:{tenant}:{resource}:{kind}:{when}",
+                    customer_id=None,
+                    occurred_at=parse_time(when),
+                    invoice_id=resource,
+                )
+            )
+        return events

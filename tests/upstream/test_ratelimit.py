@@ -1,0 +1,155 @@
+"""RateLimiter, run once against Redis and once in-process: the same sliding-window promise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.settings import RateLimit
+from gateway.upstream import RateLimiter, SlotUnavailable
+from gateway.upstream.ratelimit import LATENCY_MARGIN
+from tests.servers import free_port
+
+WINDOW = 1.0 + LATENCY_MARGIN
+
+MakeLimiter = Callable[..., RateLimiter]
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def make_limiter(
+    request: pytest.FixtureRequest, cache_prefix: str
+) -> AsyncIterator[MakeLimiter]:
+    """Limiters whose log lives in Redis or in the process: make_limiter(calls, per, ...)."""
+    client: Redis | None = None
+    if request.param == "redis":
+        client = Redis.from_url(request.getfixturevalue("redis_url"))
+
+    def make(calls: int, per: float, **options: float) -> RateLimiter:
+        key = f"{cache_prefix}ratelimit:{uuid.uuid4().hex[:8]}"
+        return RateLimiter("unit", RateLimit(calls, per), key=key, redis=client, **options)
+
+    yield make
+    if client is not None:
+        await client.aclose()
+
+
+async def test_a_burst_up_to_the_limit_goes_at_once(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(3, 1.0)
+    assert [await limiter.reserve(max_wait=5) for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
+async def test_calls_beyond_the_limit_wait_for_the_window(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(3, 1.0)
+    for _ in range(3):
+        await limiter.reserve(max_wait=5)
+    fourth = await limiter.reserve(max_wait=5)
+    seventh = [await limiter.reserve(max_wait=5) for _ in range(3)][-1]
+    assert WINDOW - 0.1 < fourth <= WINDOW
+    assert 2 * WINDOW - 0.1 < seventh <= 2 * WINDOW
+
+
+async def test_a_slot_too_far_away_is_refused_and_not_reserved(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter = make_limiter(3, 1.0)
+    for _ in range(3):
+        await limiter.reserve(max_wait=5)
+    with pytest.raises(SlotUnavailable) as caught:
+        await limiter.reserve(max_wait=0.2)
+    assert WINDOW - 0.1 < caught.value.wait <= WINDOW
+    # The refused caller took nothing: the next one still gets the first free slot.
+    assert await limiter.reserve(max_wait=5) <= WINDOW
+
+
+async def test_slots_free_up_as_the_window_passes(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(2, 0.2, margin=0.0)
+    assert [await limiter.reserve(max_wait=1) for _ in range(2)] == [0.0, 0.0]
+    await asyncio.sleep(0.25)
+    assert await limiter.reserve(max_wait=1) == 0.0
+
+
+async def test_redis_log_expires_with_its_window(redis_url: str, cache_prefix: str) -> None:
+    client: Redis = Redis.from_url(redis_url)
+    try:
+        key = f"{cache_prefix}ratelimit:ttl"
+        limiter = RateLimiter("ttl", RateLimit(5, 2.0), key=key, redis=client)
+        await limiter.reserve(max_wait=1)
+        ttl_ms = await client.pttl(key)
+        assert 0 < ttl_ms <= 2000 + LATENCY_MARGIN * 1000 + 1
+        assert limiter.shared is True
+    finally:
+        await client.aclose()
+
+
+async def _start_redis(binary: str, port: int, workdir: str) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        *("--dir", workdir),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    for _ in range(500):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return process
+    process.terminate()
+    await process.wait()
+    raise RuntimeError(f"redis-server did not listen on {port}")
+
+
+async def test_unreachable_redis_falls_back_once_and_recovers(
+    cache_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    now = [0.0]
+    key = f"{cache_prefix}ratelimit:recover"
+    client: Redis = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    limiter = RateLimiter(
+        "recover", RateLimit(2, 10.0), key=key, redis=client, clock=lambda: now[0]
+    )
+    workdir = tempfile.mkdtemp(prefix="pg-redis-")
+    try:
+        with caplog.at_level(logging.INFO, logger="gateway.upstream"):
+            assert await limiter.reserve(max_wait=1) == 0.0  # nothing listens: in-process
+            assert await limiter.reserve(max_wait=1) == 0.0
+            assert limiter.shared is False
+            with pytest.raises(SlotUnavailable):
+                await limiter.reserve(max_wait=1)  # the in-process log keeps the limit
+
+            server = await _start_redis(binary, port, workdir)
+            try:
+                now[0] += 60  # past the pause after a failure: Redis is tried again
+                assert await limiter.reserve(max_wait=1) == 0.0
+                assert limiter.shared is True
+                assert await client.zcard(key) == 1
+            finally:
+                server.terminate()
+                await server.wait()
+    finally:
+        await client.aclose()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.upstream"]
+    assert sum("falls back" in m for m in messages) == 1
+    assert sum("shared through Redis again" in m for m in messages) == 1
+
+
+def test_a_limit_must_allow_a_call() -> None:
+    with pytest.raises(ValueError, match="at least one call"):
+        RateLimiter("zero", RateLimit(0, 1.0), key="k")
