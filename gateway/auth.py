@@ -26,6 +26,7 @@ DEV_ISSUER = "portal-gateway-dev"
 DEV_AUDIENCE = "portal-gateway"
 _OIDC_ALGORITHMS = ["RS256", "ES256"]
 _JWKS_MIN_REFETCH = 10.0  # seconds between refetches forced by unknown key ids
+_JWKS_MAX_AGE = 600.0  # a retired (or revoked) key stops being trusted within this time
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ class Authenticator:
         self.service_keys = [k.get_secret_value().encode() for k in settings.service_api_keys]
         self._http = http
         self._jwks: dict[str, Any] = {}
-        self._jwks_fetched = 0.0
+        self._jwks_fetched = float("-inf")
         self._jwks_lock = asyncio.Lock()
         self._verified: OrderedDict[str, Viewer] = OrderedDict()
 
@@ -176,8 +177,14 @@ class Authenticator:
             raise Unauthenticated("invalid token") from None
 
     async def _signing_key(self, kid: str | None, alg: str) -> Any:
+        age = time.monotonic() - self._jwks_fetched
+        if age > _JWKS_MAX_AGE:
+            async with self._jwks_lock:
+                if time.monotonic() - self._jwks_fetched > _JWKS_MAX_AGE:
+                    await self._fetch_jwks()
+            age = time.monotonic() - self._jwks_fetched
         jwk = self._jwks.get(kid or "")
-        if jwk is None and time.monotonic() - self._jwks_fetched > _JWKS_MIN_REFETCH:
+        if jwk is None and age > _JWKS_MIN_REFETCH:
             async with self._jwks_lock:
                 if kid not in self._jwks:
                     await self._fetch_jwks()
@@ -198,6 +205,7 @@ class Authenticator:
             response.raise_for_status()
             keys = response.json().get("keys", [])
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            # keep the keys we have: a flaky identity provider must not log everyone out
             log.warning("JWKS fetch failed", extra={"error": type(exc).__name__})
             return
         finally:
