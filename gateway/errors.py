@@ -12,6 +12,7 @@ __all__ = [
     "NotFound",
     "QueryTooComplex",
     "RateLimited",
+    "RequestRefused",
     "Unauthenticated",
 ]
 
@@ -90,3 +91,13 @@ class QueryTooComplex(GatewayError):
 
     def __init__(self, message: str, limit: int, actual: int) -> None:
         super().__init__(message, limit=limit, actual=actual)
+
+
+class RequestRefused(Exception):
+    """A request refused before GraphQL execution: answered with its HTTP status and one error."""
+
+    def __init__(self, status: int, message: str, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code

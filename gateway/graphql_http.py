@@ -7,6 +7,7 @@ one header scan, one body read, one cache round trip and two `send` calls.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -17,11 +18,20 @@ from urllib.parse import parse_qs
 import orjson
 from graphql import OperationType
 
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Viewer
+from gateway.cache.incoming import IncomingLimits, key_identity
 from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
 from gateway.context import Context, Services
-from gateway.errors import GatewayError
-from gateway.observability import REQUEST_SECONDS, REQUESTS, RESPONSE_CACHE, request_id_var
+from gateway.cors import Cors
+from gateway.errors import GatewayError, RateLimited, RequestRefused
+from gateway.observability import (
+    RATE_LIMITED_TOTAL,
+    REQUEST_SECONDS,
+    REQUESTS,
+    RESPONSE_CACHE,
+    request_id_var,
+)
+from gateway.persisted import PersistedDocuments
 from gateway.schema.execution import GraphQLExecutor, operation_type
 
 __all__ = ["GraphQLEndpoint", "GraphQLRequestError"]
@@ -33,17 +43,32 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 GRAPHIQL_HTML = Path(__file__).parent / "templates" / "graphiql.html"
 MAX_BODY_BYTES = 1_000_000
 _JSON = [(b"content-type", b"application/json")]
+_HTML = [
+    (b"content-type", b"text/html; charset=utf-8"),
+    # GraphiQL's assets are all served by the gateway itself; nothing else may load
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+        b"frame-ancestors 'none'",
+    ),
+]
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+_PREFLIGHT = (
+    b"authorization",
+    b"x-api-key",
+    b"apollo-require-preflight",
+    b"x-apollo-operation-name",
+)
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
 
 
-class GraphQLRequestError(Exception):
-    """A request that is not GraphQL over HTTP: answered with its status and one error."""
-
-    def __init__(self, status: int, message: str, code: str = "BAD_REQUEST") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
+# the name this module has always used for a refused request
+GraphQLRequestError = RequestRefused
 
 
 def error_body(message: str, code: str, **extensions: Any) -> bytes:
@@ -75,11 +100,17 @@ class GraphQLEndpoint:
         executor: GraphQLExecutor,
         auth: Authenticator,
         responses: ResponseCache | None,
+        documents: PersistedDocuments,
+        limits: IncomingLimits | None,
+        cors: Cors,
     ) -> None:
         self.services = services
         self.executor = executor
         self.auth = auth
         self.responses = responses
+        self.documents = documents
+        self.limits = limits
+        self.cors = cors
         self._graphiql = GRAPHIQL_HTML.read_bytes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,8 +120,12 @@ class GraphQLEndpoint:
         token = request_id_var.set(request_id)
         status = 500
         try:
-            status, headers, body = await self._answer(request, receive, request_id)
+            client = scope.get("client")
+            client_ip = client[0] if client else "unknown"
+            status, headers, body = await self._answer(request, receive, request_id, client_ip)
             headers.append((b"x-request-id", request_id.encode()))
+            headers.extend(_SECURITY_HEADERS)
+            headers.extend(self.cors.headers(request.headers.get(b"origin"), request.method))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
@@ -99,22 +134,33 @@ class GraphQLEndpoint:
             request_id_var.reset(token)
 
     async def _answer(
-        self, request: _Request, receive: Receive, request_id: str
+        self, request: _Request, receive: Receive, request_id: str, client_ip: str
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        if request.method == "OPTIONS":
+            return 204, [], b""
         if request.method not in ("GET", "POST"):
             return (
                 405,
-                [*_JSON, (b"allow", b"GET, POST")],
+                [*_JSON, (b"allow", b"GET, POST, OPTIONS")],
                 error_body("use GET or POST", "BAD_REQUEST"),
             )
         if (
             request.method == "GET"
             and b"query=" not in request.query_string
+            and b"extensions=" not in request.query_string
             and b"text/html" in request.headers.get(b"accept", b"")
         ):
-            return 200, [(b"content-type", b"text/html; charset=utf-8")], self._graphiql
+            return 200, list(_HTML), self._graphiql
         try:
             query, variables, operation_name, extensions = await _read_params(request, receive)
+            if request.method == "GET" and not any(h in request.headers for h in _PREFLIGHT):
+                # a header a cross-site page cannot send without a CORS preflight
+                raise GraphQLRequestError(
+                    400,
+                    "a GET query needs an Authorization, X-API-Key or "
+                    "Apollo-Require-Preflight header (CSRF protection)",
+                )
+            document = self.documents.identify(query, extensions)
             viewer = await self.auth.viewer(
                 request.header(b"authorization"), request.header(b"x-api-key")
             )
@@ -123,24 +169,46 @@ class GraphQLEndpoint:
         except GatewayError as error:
             return 401, list(_JSON), error_body(error.message, error.code)
 
-        # The hit path: one cache round trip, the stored bytes out; no parse, no resolver.
+        # The hit path: the rate-limit counters and the cached answer in one round trip;
+        # on a hit the stored bytes go out with no parse, no validation, no resolver.
         responses = self.responses
         cache_key = None
         report_cache = bool(extensions and extensions.get("cache"))
+        windows = self.limits.windows(_who(viewer, request, client_ip)) if self.limits else []
         if responses is not None and viewer.authenticated:
-            cache_key = responses.key(viewer.scope, query, variables, operation_name)
-            if b"no-cache" in request.headers.get(b"cache-control", b""):
-                RESPONSE_CACHE.labels("bypass").inc()
-            else:
-                cached = await responses.get(cache_key)
-                if cached is not None:
+            cache_key = responses.key(viewer.scope, document.digest, variables, operation_name)
+        bypass = b"no-cache" in request.headers.get(b"cache-control", b"")
+        if windows or (cache_key is not None and not bypass):
+            counts, data = await self.services.backend.count_and_get(
+                [(w.key, w.ttl) for w in windows], None if bypass else cache_key
+            )
+            retry_after = IncomingLimits.retry_after(windows, counts)
+            if retry_after is not None:
+                RATE_LIMITED_TOTAL.inc()
+                wait = str(max(1, math.ceil(retry_after))).encode()
+                limited = RateLimited(retry_after)
+                return (
+                    429,
+                    [*_JSON, (b"retry-after", wait)],
+                    error_body(limited.message, limited.code, **limited.extra),
+                )
+            if responses is not None and cache_key is not None:
+                if bypass:
+                    RESPONSE_CACHE.labels("bypass").inc()
+                elif (cached := responses.parse(data)) is not None:
                     RESPONSE_CACHE.labels("hit").inc()
                     return _cached(request, cached, report_cache, hit=True)
-                RESPONSE_CACHE.labels("miss").inc()
+                else:
+                    RESPONSE_CACHE.labels("miss").inc()
 
+        try:
+            query = await self.documents.text(document)
+        except GraphQLRequestError as error:
+            return error.status, list(_JSON), error_body(error.message, error.code)
         prepared = self.executor.prepare(query)
         if prepared.errors:
             return 400, list(_JSON), orjson.dumps({"errors": prepared.errors})
+        await self.documents.remember(document, query)
         kind = operation_type(prepared, operation_name)
         if kind is None:
             return (
@@ -184,6 +252,17 @@ class GraphQLEndpoint:
         return (200 if "data" in result else 400), list(_JSON), body
 
 
+def _who(viewer: Viewer, request: _Request, client_ip: str) -> list[tuple[str, str]]:
+    """Whom this request counts against: its client IP, and its viewer or service key."""
+    who = [("ip", client_ip)]
+    if viewer.service:
+        api_key = request.header(b"x-api-key") or ""
+        who.append(("service", key_identity(api_key)))
+    elif viewer.authenticated:
+        who.append(("viewer", viewer.scope if viewer.customer_id else f"sub:{viewer.subject}"))
+    return who
+
+
 def _cached(
     request: _Request, cached: CachedResponse, report: bool, hit: bool
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -217,8 +296,8 @@ async def _read_params(
     payload = _loads(await _read_body(request, receive))
     if not isinstance(payload, dict):
         raise GraphQLRequestError(400, "the body must be a JSON object")
-    query = payload.get("query")
-    if not isinstance(query, str) or not query.strip():
+    query = payload.get("query") or ""  # may be absent for a persisted document
+    if not isinstance(query, str):
         raise GraphQLRequestError(400, "the body must carry a 'query' string")
     name = payload.get("operationName")
     if name is not None and not isinstance(name, str):

@@ -18,6 +18,7 @@ __all__ = [
     "EVENTS_PUBLISHED",
     "REQUESTS",
     "REQUEST_SECONDS",
+    "RATE_LIMITED_TOTAL",
     "RESPONSE_CACHE",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_SECONDS",
@@ -50,6 +51,9 @@ BREAKER_STATE = Gauge(
     "gateway_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["source"]
 )
 RESPONSE_CACHE = Counter("gateway_response_cache_total", "Whole-response cache lookups", ["result"])
+RATE_LIMITED_TOTAL = Counter(
+    "gateway_rate_limited_total", "Requests refused by the gateway's own rate limits"
+)
 WEBHOOKS = Counter("gateway_webhooks_total", "Webhook deliveries", ["provider", "outcome"])
 EVENTS_PUBLISHED = Counter("gateway_events_published_total", "Domain events published", ["type"])
 

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     rate_limit_xero: str | None = None
     rate_limit_quickbooks: str | None = None
 
+    # Incoming limits per viewer, per service key and per client IP ("off" disables one).
+    rate_limit_viewer: str = "600/60s"
+    rate_limit_service: str = "6000/60s"
+    rate_limit_ip: str = "1200/60s"
+
     retry_max_attempts: int = Field(3, ge=1)
     retry_base_delay: float = 0.2
     retry_max_delay: float = 5.0
@@ -203,12 +208,20 @@ class Settings(BaseSettings):
         "rate_limit_zendesk",
         "rate_limit_xero",
         "rate_limit_quickbooks",
+        "rate_limit_viewer",
+        "rate_limit_service",
+        "rate_limit_ip",
     )
     @classmethod
     def _check_rate(cls, value: str | None) -> str | None:
-        if value is not None:
+        if value is not None and value != "off":
             RateLimit.parse(value)
         return value
+
+    def incoming_limit(self, kind: str) -> RateLimit | None:
+        """The incoming limit of "viewer", "service" or "ip"; None when off."""
+        value = getattr(self, f"rate_limit_{kind}")
+        return None if value == "off" else RateLimit.parse(value)
 
     @model_validator(mode="after")
     def _production_guard(self) -> Settings:
@@ -234,6 +247,8 @@ class Settings(BaseSettings):
                 problems.append(
                     f"{kind.upper()}_SOURCE=sandbox serves demo data: configure a real provider"
                 )
+        if self.persisted_queries == "only" and self.persisted_queries_manifest is None:
+            problems.append("PERSISTED_QUERIES=only needs PERSISTED_QUERIES_MANIFEST")
         if self.gateway_introspection is None:
             problems.append(
                 "GATEWAY_INTROSPECTION is unset: introspection exposes the whole schema; "

@@ -149,7 +149,9 @@ def test_too_many_aliases_are_refused(gateway_server: GatewayServer) -> None:
 
 def test_get_cannot_run_mutations(gateway_server: GatewayServer) -> None:
     response = gateway_server.http.get(
-        "/graphql", params={"query": 'mutation { deleteFile(id: "x") { deletedFileId } }'}
+        "/graphql",
+        params={"query": 'mutation { deleteFile(id: "x") { deletedFileId } }'},
+        headers={"Authorization": f"Bearer {gateway_server.token()}"},
     )
     assert response.status_code == 405
 

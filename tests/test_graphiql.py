@@ -29,6 +29,8 @@ def test_graphiql_start_script_targets_this_gateway(gateway_server: GatewayServe
 
 
 def test_api_clients_get_json_not_the_page(gateway_server: GatewayServer) -> None:
-    response = gateway_server.http.get("/graphql", headers={"Accept": "application/json"})
+    response = gateway_server.http.get(
+        "/graphql", headers={"Accept": "application/json", "Apollo-Require-Preflight": "1"}
+    )
     assert response.status_code == 400
-    assert response.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"

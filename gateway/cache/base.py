@@ -31,6 +31,16 @@ class CacheBackend(Protocol):
         """Write entries (pipelined) and add each key listed in `tags[tag]` to that tag's set."""
         ...
 
+    async def count_and_get(
+        self, counters: Sequence[tuple[str, int]], key: str | None
+    ) -> tuple[list[int], bytes | None]:
+        """Increment each counter (created with its ttl) and read `key`, in one round trip.
+
+        What the incoming rate limit and the response cache share on the hot path; while the
+        backend is away the counts are 0 (the limit fails open) and the value a miss.
+        """
+        ...
+
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         """SET NX: True when the key was absent and is now set."""
         ...

@@ -16,6 +16,7 @@ class MemoryCache:
     def __init__(self, max_entries: int = 100_000) -> None:
         self._data: dict[str, tuple[float, bytes]] = {}
         self._tags: dict[str, set[str]] = {}
+        self._counters: dict[str, tuple[float, int]] = {}  # key -> (expires, count)
         self._max = max_entries
 
     @property
@@ -46,6 +47,22 @@ class MemoryCache:
             while len(self._data) > self._max:
                 del self._data[next(iter(self._data))]
             self._prune_tags()
+
+    async def count_and_get(
+        self, counters: Sequence[tuple[str, int]], key: str | None
+    ) -> tuple[list[int], bytes | None]:
+        now = time.monotonic()
+        counts = []
+        for counter, ttl in counters:
+            item = self._counters.get(counter)
+            if item is None or item[0] <= now:
+                item = (now + ttl, 0)
+            item = (item[0], item[1] + 1)
+            self._counters[counter] = item
+            counts.append(item[1])
+        if len(self._counters) > self._max:
+            self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+        return counts, (self._live(key, now) if key is not None else None)
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         if self._live(key, time.monotonic()) is not None:

@@ -36,6 +36,22 @@ _FAILURES = (RedisError, OSError)
 
 # Atomic per call, so no key can join a tag between reading its members and deleting them.
 # Members are deleted in slices: unpack() of a very large set would overflow Lua's stack.
+# KEYS: the counters, then (optionally) one key to read; ARGV: the number of counters, then
+# each counter's ttl. A missing value ends the reply array (Lua nil), which reads as a miss.
+_COUNT_AND_GET = """
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 1, n do
+  local count = redis.call('INCR', KEYS[i])
+  if count == 1 then redis.call('EXPIRE', KEYS[i], ARGV[i + 1]) end
+  out[i] = count
+end
+if #KEYS > n then
+  out[n + 1] = redis.call('GET', KEYS[n + 1])
+end
+return out
+"""
+
 _DROP_TAGS = """
 local dropped = 0
 for _, tag in ipairs(KEYS) do
@@ -91,6 +107,7 @@ class RedisCache:
         self._status: CacheStatus = "ok"
         self._skip_until = 0.0
         self._drop_tags_script = self._client.register_script(_DROP_TAGS)
+        self._count_and_get_script = self._client.register_script(_COUNT_AND_GET)
 
     @property
     def client(self) -> redis.asyncio.Redis:
@@ -165,6 +182,27 @@ class RedisCache:
             self._failed("set_many", exc)
             return
         self._succeeded()
+
+    async def count_and_get(
+        self, counters: Sequence[tuple[str, int]], key: str | None
+    ) -> tuple[list[int], bytes | None]:
+        """One EVALSHA: INCR each counter (EXPIRE on creation) and GET `key`."""
+        if self._skipping():
+            return [0] * len(counters), None
+        keys = [counter for counter, _ttl in counters]
+        if key is not None:
+            keys.append(key)
+        try:
+            reply: Any = await self._count_and_get_script(
+                keys=keys, args=[len(counters), *(ttl for _counter, ttl in counters)]
+            )
+        except _FAILURES as exc:
+            self._failed("count_and_get", exc)
+            return [0] * len(counters), None
+        self._succeeded()
+        counts = [int(n) for n in reply[: len(counters)]]
+        value = reply[len(counters)] if len(reply) > len(counters) else None
+        return counts, value
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         """SET NX EX: True when the key was absent and is now set.

@@ -47,10 +47,11 @@ class ResponseCache:
         self.max_bytes = max_bytes
 
     def key(
-        self, scope: str, query: str, variables: dict[str, Any] | None, operation: str | None
+        self, scope: str, document: str, variables: dict[str, Any] | None, operation: str | None
     ) -> str:
+        """The entry of one viewer scope, document digest (sha256), variables and operation."""
         digest = hashlib.blake2b(digest_size=20)
-        digest.update(query.encode())
+        digest.update(document.encode())
         digest.update(b"\x00")
         if variables:
             digest.update(orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
@@ -60,6 +61,10 @@ class ResponseCache:
 
     async def get(self, key: str) -> CachedResponse | None:
         [data] = await self.backend.get_many([key])
+        return self.parse(data)
+
+    @staticmethod
+    def parse(data: bytes | None) -> CachedResponse | None:
         if data is None or len(data) < _HEADER.size:
             return None
         stored_at, etag = _HEADER.unpack_from(data)

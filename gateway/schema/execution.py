@@ -7,6 +7,7 @@ short: a warm document skips parsing and validation altogether.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = ["GraphQLExecutor", "Prepared"]
 log = logging.getLogger(__name__)
 
 MAX_QUERY_BYTES = 100_000
+_SUGGESTION = re.compile(r" Did you mean .*\?$")
 
 
 def _depth(
@@ -183,6 +185,7 @@ class GraphQLExecutor:
         if not introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         self.rules = rules
+        self.suggestions = introspection
         self._prepared: OrderedDict[str, Prepared] = OrderedDict()
         self._cache_size = cache_size
 
@@ -207,7 +210,12 @@ class GraphQLExecutor:
             return Prepared(None, [_graphql_error(error, "GRAPHQL_PARSE_FAILED")])
         errors = validate(self.schema, document, self.rules, max_errors=20)
         if errors:
-            return Prepared(None, [_graphql_error(e, "GRAPHQL_VALIDATION_FAILED") for e in errors])
+            formatted = [_graphql_error(e, "GRAPHQL_VALIDATION_FAILED") for e in errors]
+            if not self.suggestions:
+                # "Did you mean ...?" would tell a stranger the schema introspection hides
+                for error in formatted:
+                    error["message"] = _SUGGESTION.sub("", error["message"])
+            return Prepared(None, formatted)
         return Prepared(document, [])
 
     async def execute(
