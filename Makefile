@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench format schema assets
+.PHONY: run test test-e2e lint bench format schema assets
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ lint: $(STAMP)
 
 test: assets lint
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# the real-client tests alone (Apollo Gateway, GraphiQL in Chromium, Apollo Client); they
+# install their npm packages into tests/e2e/.node/ and skip, unless CI=true, without Node/Chromium
+test-e2e: assets
+	$(BIN)/pytest -q -p no:cacheprovider tests/e2e
 
 format: $(STAMP)
 	$(BIN)/ruff format gateway tests bench scripts

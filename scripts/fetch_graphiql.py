@@ -60,7 +60,6 @@ START_JS = """// Starts GraphiQL against this gateway's /graphql (same origin, n
   root.render(React.createElement(GraphiQL, {
     fetcher: fetcher,
     defaultQuery: query,
-    defaultHeaders: '{"Authorization": "Bearer "}',
     isHeadersEditorEnabled: true,
     shouldPersistHeaders: false,
   }));
@@ -90,7 +89,8 @@ def fetch(package: str, version: str, files: dict[str, str], target: Path) -> No
 
 def main() -> int:
     marker = TARGET / ".versions"
-    wanted = json.dumps([(p, v) for p, v, _ in PACKAGES])
+    start_digest = hashlib.sha256(START_JS.encode()).hexdigest()[:16]
+    wanted = json.dumps([[p, v] for p, v, _ in PACKAGES] + [["start.js", start_digest]])
     if marker.exists() and marker.read_text() == wanted:
         return 0
     tmp = TARGET.with_name("graphiql.tmp")

@@ -14,7 +14,10 @@ const fs = require('node:fs');
 const { parse } = require('graphql');
 const { ApolloServer } = require('@apollo/server');
 const { startStandaloneServer } = require('@apollo/server/standalone');
-const { ApolloServerPluginLandingPageDisabled } = require('@apollo/server/plugin/disabled');
+const {
+  ApolloServerPluginInlineTraceDisabled,
+  ApolloServerPluginLandingPageDisabled,
+} = require('@apollo/server/plugin/disabled');
 const { buildSubgraphSchema } = require('@apollo/subgraph');
 const { composeServices } = require('@apollo/composition');
 const { ApolloGateway, RemoteGraphQLDataSource } = require('@apollo/gateway');
@@ -62,7 +65,10 @@ function required(name) {
 }
 
 const listen = { host: '127.0.0.1', port: 0 };
-const quiet = [ApolloServerPluginLandingPageDisabled()];
+const serverOptions = {
+  includeStacktraceInErrorResponses: false,
+  plugins: [ApolloServerPluginLandingPageDisabled(), ApolloServerPluginInlineTraceDisabled()],
+};
 
 async function portalSdl() {
   const response = await fetch(PORTAL_URL, {
@@ -81,7 +87,7 @@ async function main() {
   const loyaltyTypeDefs = parse(LOYALTY_SDL);
   const loyalty = new ApolloServer({
     schema: buildSubgraphSchema([{ typeDefs: loyaltyTypeDefs, resolvers: loyaltyResolvers }]),
-    plugins: quiet,
+    ...serverOptions,
   });
   const { url: loyaltyUrl } = await startStandaloneServer(loyalty, { listen });
 
@@ -107,7 +113,7 @@ async function main() {
         },
       }),
   });
-  const router = new ApolloServer({ gateway, plugins: quiet });
+  const router = new ApolloServer({ gateway, ...serverOptions });
   const { url: routerUrl } = await startStandaloneServer(router, {
     listen,
     context: async ({ req }) => ({ authorization: req.headers.authorization }),

@@ -1,0 +1,85 @@
+"""A developer in GraphiQL: the gateway's own page in headless Chromium (js/graphiql.cjs).
+
+The browser opens /graphql, pastes a bearer token into the Headers tab, runs the preloaded
+PortalHome query and reads the answer off the page. Every request
+the page makes must go to 127.0.0.1. The screenshot is kept in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import GatewayServer
+from tests.e2e.node import Node
+
+SCREENSHOT = "graphiql-portal-home.png"
+
+
+@pytest.fixture(scope="module")
+def session(
+    node: Node, chromium: str, e2e_gateway: GatewayServer, artifacts_dir: Path
+) -> dict[str, Any]:
+    """One browser session's report (what the page showed, sent and requested)."""
+    screenshot = artifacts_dir / SCREENSHOT
+    screenshot.unlink(missing_ok=True)
+    return node.run(
+        "graphiql.cjs",
+        GATEWAY_URL=e2e_gateway.url,
+        TOKEN=e2e_gateway.token("1001"),
+        CHROMIUM=chromium,
+        SCREENSHOT=str(screenshot),
+    )
+
+
+def test_portal_home_runs_with_the_token_from_the_headers_tab(session: dict[str, Any]) -> None:
+    assert session["title"] == "portal-gateway · GraphiQL"
+    assert "query PortalHome" in session["preloadedQuery"]
+    headers = json.loads(session["headersEditor"])
+    assert headers["Authorization"].startswith("Bearer ey")
+
+    runs = [r for r in session["graphqlResponses"] if r["operationName"] == "PortalHome"]
+    assert len(runs) == 1
+    assert runs[0]["status"] == 200
+    assert runs[0]["authorization"] == headers["Authorization"]
+
+    result = session["result"]
+    assert "errors" not in result
+    me = result["data"]["me"]
+    assert me["name"] == "Ada Lovelace"
+    assert me["invoices"]["totalCount"] == 12
+    assert len(me["invoices"]["edges"]) == 10
+    assert me["tickets"]["totalCount"] == 12
+    assert all(
+        e["node"]["downloadUrl"].startswith("http://127.0.0.1:") for e in me["files"]["edges"]
+    )
+    # and it is on screen, not only in the editor's model
+    on_screen = session["resultOnScreen"].replace("\u00a0", " ")
+    assert '"name": "Ada Lovelace"' in on_screen
+
+
+def test_every_request_of_the_page_stays_on_127_0_0_1(session: dict[str, Any]) -> None:
+    assert session["external"] == []
+    hosts = {urlsplit(url).hostname for url in session["requests"]}
+    assert hosts == {"127.0.0.1"}
+    paths = {urlsplit(url).path for url in session["requests"]}
+    assert "/static/graphiql/graphiql.min.js" in paths
+    assert session["pageErrors"] == []
+
+
+def test_a_screenshot_of_the_answer_is_kept(session: dict[str, Any]) -> None:
+    screenshot = Path(session["screenshot"])
+    assert screenshot.name == SCREENSHOT
+    data = screenshot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 20_000  # a rendered page, not a blank one
+
+
+def test_the_docs_explorer_works_before_a_token_is_set(session: dict[str, Any]) -> None:
+    first = next(r for r in session["graphqlResponses"] if r["introspection"])
+    assert first["status"] == 200
+    assert "query: Query" in session["docsBeforeToken"]
