@@ -34,8 +34,8 @@ from graphql import (
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from gateway.context import Context
-from gateway.schema.cost import query_cost
 from gateway.errors import GatewayError, QueryTooComplex
+from gateway.schema.cost import query_cost
 
 __all__ = ["GraphQLExecutor", "Prepared"]
 
@@ -213,8 +213,8 @@ class GraphQLExecutor:
             formatted = [_graphql_error(e, "GRAPHQL_VALIDATION_FAILED") for e in errors]
             if not self.suggestions:
                 # "Did you mean ...?" would tell a stranger the schema introspection hides
-                for error in formatted:
-                    error["message"] = _SUGGESTION.sub("", error["message"])
+                for entry in formatted:
+                    entry["message"] = _SUGGESTION.sub("", entry["message"])
             return Prepared(None, formatted)
         return Prepared(document, [])
 
