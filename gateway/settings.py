@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     s3_prefix: str = "customers/"
     s3_endpoint_url: str | None = None
     aws_region: str = "us-east-1"
+    # the SQS queue the bucket sends its s3:ObjectCreated:* notifications to (uploads done)
+    s3_events_queue_url: str | None = None
 
     files_url_ttl: int = 300
     files_url_max_ttl: int = 3600
@@ -185,6 +187,8 @@ class Settings(BaseSettings):
     events_redelivery_timeout: float = Field(60.0, gt=0)
     # sends of one notification (and deliveries of one message) before it is dead-lettered
     events_max_attempts: int = Field(5, ge=1)
+    # `portal-gateway worker` serves /metrics here (0: not at all)
+    worker_metrics_port: int = Field(9102, ge=0, le=65535)
 
     webhook_tolerance: int = 300
     public_base_url: str | None = None
@@ -194,6 +198,14 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     gateway_introspection: bool | None = None
     otel_exporter_otlp_endpoint: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # seconds in-flight requests get to finish after SIGTERM before they are cut off
+    shutdown_grace: int = Field(20, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator(
         "sandbox_fail", "files_allowed_types", "cors_origins", "service_api_keys", mode="before"

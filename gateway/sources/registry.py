@@ -8,8 +8,12 @@ from redis.asyncio import Redis
 
 from gateway.settings import Settings
 from gateway.sources.base import BillingSource, CrmSource, FileStore, HelpdeskSource
+from gateway.sources.hubspot import HubSpotCrm
 from gateway.sources.local_files import LocalFileStore
+from gateway.sources.quickbooks import QuickBooksBilling
 from gateway.sources.sandbox import SandboxBilling, SandboxCrm, SandboxHelpdesk, demo_data
+from gateway.sources.xero import XeroBilling
+from gateway.sources.zendesk import ZendeskHelpdesk
 
 __all__ = ["Sources", "build_sources"]
 
@@ -45,14 +49,26 @@ def build_sources(settings: Settings, redis: Redis | None = None) -> Sources:
 
     if settings.crm_source == "sandbox":
         crm = SandboxCrm(data, latency, "crm" in failing)
+    elif settings.crm_source == "hubspot":
+        crm = HubSpotCrm(settings, redis)
     else:
         raise NotImplementedError(f"CRM_SOURCE={settings.crm_source} is not built yet")
     if settings.billing_source == "sandbox":
         billing = SandboxBilling(data, latency, "billing" in failing)
+    elif settings.billing_source == "stripe":
+        from gateway.sources.stripe import StripeBilling  # the SDK is imported only when used
+
+        billing = StripeBilling(settings, redis)
+    elif settings.billing_source == "quickbooks":
+        billing = QuickBooksBilling(settings, redis)
+    elif settings.billing_source == "xero":
+        billing = XeroBilling(settings, redis)
     else:
         raise NotImplementedError(f"BILLING_SOURCE={settings.billing_source} is not built yet")
     if settings.helpdesk_source == "sandbox":
         helpdesk = SandboxHelpdesk(data, latency, "helpdesk" in failing)
+    elif settings.helpdesk_source == "zendesk":
+        helpdesk = ZendeskHelpdesk(settings, redis)
     else:
         raise NotImplementedError(f"HELPDESK_SOURCE={settings.helpdesk_source} is not built yet")
     if settings.files_source == "sandbox":
@@ -68,6 +84,10 @@ def build_sources(settings: Settings, redis: Redis | None = None) -> Sources:
         )
         store.seed(data.files)
         files = store
+    elif settings.files_source == "s3":
+        from gateway.sources.s3 import S3FileStore  # boto3 is imported only when used
+
+        files = S3FileStore(settings)
     else:
         raise NotImplementedError(f"FILES_SOURCE={settings.files_source} is not built yet")
     return Sources(crm=crm, billing=billing, helpdesk=helpdesk, files=files)

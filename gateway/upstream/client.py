@@ -19,8 +19,14 @@ import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 from redis.asyncio import Redis
 
+from gateway import tracing
 from gateway.errors import IntegrationUnavailable
-from gateway.observability import UPSTREAM_REQUESTS, UPSTREAM_SECONDS, request_id_var
+from gateway.observability import (
+    UPSTREAM_REQUESTS,
+    UPSTREAM_SECONDS,
+    count_upstream_call,
+    request_id_var,
+)
 from gateway.settings import Settings
 from gateway.upstream.breaker import BreakerState, CircuitBreaker
 from gateway.upstream.ratelimit import RateLimiter, SlotUnavailable
@@ -35,13 +41,6 @@ from gateway.upstream.retry import (
 __all__ = ["POOL_SIZE", "UpstreamClient"]
 
 log = logging.getLogger("gateway.upstream")
-
-# httpx logs every request at INFO with its full URL, query string included, and some
-# providers take keys in the query string. This client logs failed attempts itself, without
-# URLs; httpx's own lines stay available to whoever sets the "httpx" logger's level.
-_httpx_log = logging.getLogger("httpx")
-if _httpx_log.level == logging.NOTSET:
-    _httpx_log.setLevel(logging.WARNING)
 
 # Connections kept per provider. aiohttp keeps every released connection alive, so this is
 # both the keep-alive pool and the cap on concurrent calls to one provider; adapters already
@@ -234,11 +233,14 @@ class UpstreamClient:
             if wait > 0:
                 await asyncio.sleep(wait)
             started = loop.time()
+            count_upstream_call()
             try:
-                async with asyncio.timeout_at(deadline):
-                    response = await self._http.request(
-                        method, url, timeout=max(deadline - started, 0.001), **options
-                    )
+                with tracing.client_span(self.name, operation, method) as span:
+                    async with asyncio.timeout_at(deadline):
+                        response = await self._http.request(
+                            method, url, timeout=max(deadline - started, 0.001), **options
+                        )
+                    tracing.set_http_status(span, response.status_code)
             except _TRANSPORT_ERRORS as exc:
                 outcome = _transport_outcome(exc)
                 self.breaker.record_failure(probe)

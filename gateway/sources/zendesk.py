@@ -1,0 +1,472 @@
+"""Zendesk Support adapter (HELPDESK_SOURCE=zendesk), basic auth `{email}/token:{api token}`.
+
+- ticket_pages: `GET /api/v2/users/{id}/tickets/requested` with cursor pagination
+  (`page[size]`, `page[after]`; `meta.has_more`, `meta.after_cursor`), one call per
+  requester under bounded concurrency. Zendesk's search API lags by minutes, so it is
+  never used for a customer's own list.
+- tickets: `GET /api/v2/tickets/show_many?ids=` with at most 100 ids a call.
+- requester_ids_by_email: `GET /api/v2/users/search?query=email:...`, the missing-link hook.
+- create_ticket: `POST /api/v2/tickets` with Zendesk's `Idempotency-Key` header, so a
+  repeat after a lost answer returns the first ticket instead of making a second.
+
+Zendesk's JSON is parsed into domain models here and goes no further; its error texts are
+never shown to callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+from redis.asyncio import Redis
+
+from gateway.domain import Page, Ticket, TicketDraft, TicketQuery, TicketStatus
+from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
+from gateway.settings import Settings
+from gateway.upstream import BreakerState, UpstreamClient
+
+__all__ = ["PAGE_MAX", "SHOW_MANY_MAX", "ZendeskHelpdesk", "idempotency_header"]
+
+log = logging.getLogger("gateway.sources.zendesk")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Zendesk's limits: cursor pages of at most 100, show_many of at most 100 ids.
+PAGE_MAX = 100
+SHOW_MANY_MAX = 100
+# Requesters' lists fetched at once: below the upstream pool (20), so one staff page cannot
+# take every connection to Zendesk.
+_CONCURRENCY = 10
+# The requested-tickets endpoint cannot filter by status: a filtered page is collected from
+# at most this many pages of 100, then it ends with a cursor that carries on from there.
+_SCAN_PAGES = 5
+
+_STATUSES = {
+    "new": TicketStatus.NEW,
+    "open": TicketStatus.OPEN,
+    "pending": TicketStatus.PENDING,
+    "hold": TicketStatus.ON_HOLD,
+    "solved": TicketStatus.SOLVED,
+    "closed": TicketStatus.CLOSED,
+}
+_NO_ACCOUNT = "no help-desk account for this customer"
+# Fields of a rejected ticket (Zendesk's RecordInvalid details) that are the caller's input.
+_DRAFT_FIELDS = {
+    "subject": "subject",
+    "description": "description",
+    "comment": "description",
+    "priority": "priority",
+}
+
+
+class _ZendeskTicket(msgspec.Struct):
+    id: int
+    requester_id: int
+    status: str
+    created_at: datetime
+    subject: str | None = None
+    description: str | None = None
+    priority: str | None = None
+    updated_at: datetime | None = None
+
+
+class _Meta(msgspec.Struct):
+    has_more: bool = False
+    after_cursor: str | None = None
+
+
+class _TicketList(msgspec.Struct):
+    tickets: list[_ZendeskTicket]
+    meta: _Meta | None = None
+
+
+class _OneTicket(msgspec.Struct):
+    ticket: _ZendeskTicket
+
+
+class _ZendeskUser(msgspec.Struct):
+    id: int
+    email: str | None = None
+
+
+class _UserList(msgspec.Struct):
+    users: list[_ZendeskUser]
+
+
+class _ErrorAnswer(msgspec.Struct):
+    error: Any = None  # "RecordInvalid", or {"title": ..., "message": ...}
+    details: dict[str, Any] = {}
+
+
+def _numeric(value: str) -> bool:
+    """Zendesk ids are numbers; anything else cannot name a Zendesk record."""
+    return value.isascii() and value.isdigit()
+
+
+def _chunks(values: Sequence[str], size: int) -> list[list[str]]:
+    return [list(values[i : i + size]) for i in range(0, len(values), size)]
+
+
+def idempotency_header(key: str) -> str:
+    """The `Idempotency-Key` sent for a gateway key: fixed length, ASCII, opaque to Zendesk."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _cursor(zendesk_cursor: str | None, skip: int) -> str:
+    """Our cursor: Zendesk's cursor of a page plus how many of its tickets were consumed."""
+    raw = json.dumps([zendesk_cursor, skip], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(after: str | None) -> tuple[str | None, int]:
+    if not after:
+        return None, 0
+    try:
+        raw = base64.urlsafe_b64decode(after + "=" * (-len(after) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError):
+        value = None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and (value[0] is None or isinstance(value[0], str))
+        and isinstance(value[1], int)
+        and 0 <= value[1] <= PAGE_MAX
+    ):
+        return value[0], value[1]
+    raise BadUserInput("after must be a cursor from a previous page", field="after")
+
+
+async def _bounded(
+    items: Sequence[T], call: Callable[[T], Awaitable[R]], limit: int
+) -> list[R | Exception]:
+    """`call` on every item, at most `limit` at once; a failure is that item's answer."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(item: T) -> R:
+        async with gate:
+            return await call(item)
+
+    answers = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
+    out: list[R | Exception] = []
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+            raise answer  # cancellation is not a provider's answer
+        out.append(answer)
+    return out
+
+
+class ZendeskHelpdesk:
+    """The help-desk protocol of gateway.sources.base over the Zendesk Support API."""
+
+    name = "zendesk"
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        token = settings.zendesk_api_token
+        missing = [
+            name
+            for name, value in (
+                ("ZENDESK_BASE_URL", settings.zendesk_base_url),
+                ("ZENDESK_EMAIL", settings.zendesk_email),
+                ("ZENDESK_API_TOKEN", token.get_secret_value() if token else None),
+            )
+            if not value
+        ]
+        if missing or settings.zendesk_base_url is None or token is None:
+            raise ValueError(f"HELPDESK_SOURCE=zendesk needs {', '.join(missing)}")
+        self._client = UpstreamClient(
+            self.name,
+            base_url=settings.zendesk_base_url,
+            settings=settings,
+            redis=redis,
+            auth=httpx.BasicAuth(f"{settings.zendesk_email}/token", token.get_secret_value()),
+            transport=transport,
+        )
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        return self._client.breaker_state
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # -- a requester's tickets -----------------------------------------------------------
+
+    async def ticket_pages(self, queries: Sequence[TicketQuery]) -> list[Page[Ticket] | Exception]:
+        """One page of each requester's tickets: one call per requester (usually)."""
+        return await _bounded(queries, self._ticket_page, _CONCURRENCY)
+
+    async def _ticket_page(self, query: TicketQuery) -> Page[Ticket]:
+        if not _numeric(query.requester_id):
+            raise NotFound(_NO_ACCOUNT)
+        cursor, skip = _read_cursor(query.after)
+        if query.first <= 0:
+            return Page(items=[])
+        items: list[Ticket] = []
+        cursors: list[str] = []
+        for _ in range(_SCAN_PAGES):
+            wanted = PAGE_MAX if query.status is not None else skip + query.first - len(items)
+            answer = await self._requested(query.requester_id, cursor, min(wanted, PAGE_MAX))
+            meta = answer.meta or _Meta()
+            following = meta.after_cursor if meta.has_more and meta.after_cursor else None
+            raw = answer.tickets
+            for index in range(skip, len(raw)):
+                ticket = self._ticket(raw[index])
+                if query.status is not None and ticket.status is not query.status:
+                    continue
+                last_here = index + 1 == len(raw)
+                # where a page that starts after this ticket begins
+                position = (
+                    _cursor(following, 0) if last_here and following else _cursor(cursor, index + 1)
+                )
+                items.append(ticket)
+                cursors.append(position)
+                if len(items) == query.first:
+                    more = not last_here or following is not None
+                    return Page(
+                        items=items, next_cursor=position if more else None, cursors=cursors
+                    )
+            if following is None:
+                return Page(items=items, cursors=cursors)
+            cursor, skip = following, 0
+        # scanned enough for one answer: the rest starts where the scan stopped
+        return Page(items=items, next_cursor=_cursor(cursor, 0), cursors=cursors)
+
+    async def _requested(self, requester_id: str, cursor: str | None, size: int) -> _TicketList:
+        operation = "tickets.requested"
+        params: dict[str, str | int] = {
+            "page[size]": size,
+            "sort_by": "created_at",
+            "sort_order": "desc",
+        }
+        if cursor:
+            params["page[after]"] = cursor
+        response = await self._client.request(
+            "GET",
+            f"/api/v2/users/{requester_id}/tickets/requested",
+            operation=operation,
+            params=params,
+        )
+        status = response.status_code
+        if status == 404:
+            raise NotFound(_NO_ACCOUNT)
+        if status == 400 and cursor:
+            # Zendesk's cursors expire after an hour
+            self._log_error(response, operation)
+            raise BadUserInput("after is no longer a valid cursor: start again", field="after")
+        if status != 200:
+            raise self._failure(response, operation)
+        return self._decode(response, _TicketList, operation)
+
+    # -- tickets by id -------------------------------------------------------------------
+
+    async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]:
+        """Tickets by Zendesk id, whoever requested them: one show_many per 100 ids."""
+        wanted = [id for id in dict.fromkeys(ids) if _numeric(id)]
+        batches = _chunks(wanted, SHOW_MANY_MAX)
+        answers = await _bounded(batches, self._show_many, _CONCURRENCY)
+        found: dict[str, Ticket | Exception | None] = {}
+        for batch, answer in zip(batches, answers, strict=True):
+            if isinstance(answer, Exception):
+                found.update(dict.fromkeys(batch, answer))
+            else:
+                found.update(answer)
+        return [found.get(id) for id in ids]
+
+    async def _show_many(self, batch: list[str]) -> dict[str, Ticket | Exception | None]:
+        operation = "tickets.show_many"
+        response = await self._client.request(
+            "GET",
+            "/api/v2/tickets/show_many",
+            operation=operation,
+            params={"ids": ",".join(batch)},
+        )
+        if response.status_code == 404:
+            return dict.fromkeys(batch)
+        if response.status_code != 200:
+            raise self._failure(response, operation)
+        answer = self._decode(response, _TicketList, operation)
+        out: dict[str, Ticket | Exception | None] = dict.fromkeys(batch)
+        for raw in answer.tickets:
+            id = str(raw.id)
+            if id in out:
+                try:
+                    out[id] = self._ticket(raw)
+                except IntegrationUnavailable as exc:
+                    out[id] = exc
+        return out
+
+    # -- the missing-link hook -----------------------------------------------------------
+
+    async def requester_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
+        """The Zendesk user id of each email: one users search per distinct address."""
+        wanted = list(dict.fromkeys(e.strip().lower() for e in emails))
+        answers = await _bounded(wanted, self._user_by_email, _CONCURRENCY)
+        found = dict(zip(wanted, answers, strict=True))
+        return [found[e.strip().lower()] for e in emails]
+
+    async def _user_by_email(self, email: str) -> str | None:
+        # Zendesk's search syntax reads spaces, quotes and brackets as operators: an
+        # address containing them is no address Zendesk can hold.
+        if "@" not in email or any(c.isspace() or c in "\"'()" for c in email):
+            return None
+        operation = "users.search"
+        response = await self._client.request(
+            "GET", "/api/v2/users/search", operation=operation, params={"query": f"email:{email}"}
+        )
+        if response.status_code != 200:
+            raise self._failure(response, operation)
+        answer = self._decode(response, _UserList, operation)
+        for user in answer.users:
+            # search may match loosely; only the exact address is this customer
+            if user.email and user.email.strip().lower() == email:
+                return str(user.id)
+        return None
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create_ticket(
+        self, requester_id: str, draft: TicketDraft, idempotency_key: str | None
+    ) -> Ticket:
+        """A new ticket from `requester_id`; a repeat with the same key answers the first."""
+        if not _numeric(requester_id):
+            raise NotFound(_NO_ACCOUNT)
+        ticket: dict[str, Any] = {
+            "requester_id": int(requester_id),
+            "subject": draft.subject,
+            "comment": {"body": draft.description, "public": True},
+        }
+        if draft.priority:
+            ticket["priority"] = draft.priority
+        operation = "tickets.create"
+        response = await self._client.request(
+            "POST",
+            "/api/v2/tickets",
+            operation=operation,
+            json={"ticket": ticket},
+            idempotency_key=idempotency_header(idempotency_key) if idempotency_key else None,
+        )
+        status = response.status_code
+        if status in (200, 201):
+            return self._ticket(self._decode(response, _OneTicket, operation).ticket)
+        if status == 404:
+            raise NotFound(_NO_ACCOUNT)
+        if status in (400, 422):
+            raise self._rejected(response, operation)
+        raise self._failure(response, operation)
+
+    def _rejected(self, response: httpx.Response, operation: str) -> Exception:
+        """A refused ticket: the caller's fault where Zendesk names one of its fields."""
+        answer = self._error_answer(response)
+        self._log_error(response, operation, answer)
+        if answer is not None:
+            if answer.error == "IdempotentRequestError":
+                # the same key came with a different ticket: the client reused its id
+                return BadUserInput(
+                    "clientMutationId was already used for a different ticket",
+                    field="clientMutationId",
+                )
+            if answer.error == "RecordInvalid":
+                named = set(answer.details)
+                if "requester" in named or "requester_id" in named:
+                    return NotFound(_NO_ACCOUNT)
+                fields = {_DRAFT_FIELDS[k] for k in named if k in _DRAFT_FIELDS}
+                if len(fields) == 1:
+                    [field] = fields
+                    return BadUserInput(f"the help desk did not accept this {field}", field=field)
+        return IntegrationUnavailable(
+            self.name,
+            f"zendesk refused the request (HTTP {response.status_code})",
+            retryable=False,
+        )
+
+    # -- answers -------------------------------------------------------------------------
+
+    def _ticket(self, raw: _ZendeskTicket) -> Ticket:
+        status = _STATUSES.get(raw.status)
+        if status is None:
+            log.warning(
+                "zendesk ticket with an unknown status",
+                extra={"provider": self.name, "ticket_id": raw.id},
+            )
+            raise IntegrationUnavailable(
+                self.name, "zendesk answered something the gateway could not read"
+            )
+        return Ticket(
+            id=str(raw.id),
+            subject=raw.subject or "",
+            status=status,
+            created_at=raw.created_at,
+            requester_id=str(raw.requester_id),
+            description=raw.description,
+            priority=raw.priority.lower() if raw.priority else None,
+            updated_at=raw.updated_at,
+        )
+
+    def _decode(self, response: httpx.Response, kind: type[T], operation: str) -> T:
+        try:
+            return msgspec.json.decode(response.content, type=kind)
+        except msgspec.DecodeError:  # ValidationError included: a shape we do not know
+            log.warning(
+                "zendesk answered an unreadable body",
+                extra={
+                    "provider": self.name,
+                    "operation": operation,
+                    "status": response.status_code,
+                },
+            )
+            raise IntegrationUnavailable(
+                self.name, "zendesk answered something the gateway could not read"
+            ) from None
+
+    def _error_answer(self, response: httpx.Response) -> _ErrorAnswer | None:
+        try:
+            return msgspec.json.decode(response.content, type=_ErrorAnswer)
+        except msgspec.DecodeError:
+            return None
+
+    def _failure(self, response: httpx.Response, operation: str) -> IntegrationUnavailable:
+        """Any other answer: our request or our credentials are wrong."""
+        self._log_error(response, operation, self._error_answer(response))
+        status = response.status_code
+        if status in (401, 403):
+            return IntegrationUnavailable(
+                self.name, "zendesk rejected the gateway's credentials", retryable=False
+            )
+        return IntegrationUnavailable(
+            self.name, f"zendesk refused the request (HTTP {status})", retryable=False
+        )
+
+    def _log_error(
+        self, response: httpx.Response, operation: str, answer: _ErrorAnswer | None = None
+    ) -> None:
+        # Zendesk's error name is safe to log; its descriptions can quote what we sent.
+        error = answer.error if answer is not None and isinstance(answer.error, str) else None
+        log.warning(
+            "zendesk %s answered HTTP %d",
+            operation,
+            response.status_code,
+            extra={
+                "provider": self.name,
+                "operation": operation,
+                "status": response.status_code,
+                "error": error,
+                "zendesk_request_id": response.headers.get("x-zendesk-request-id"),
+            },
+        )
