@@ -15,7 +15,7 @@ from gateway.loaders import EntityLoader, Loaders
 from gateway.settings import Settings
 from gateway.sources.registry import Sources
 
-__all__ = ["Context", "LiveUpdates", "Services"]
+__all__ = ["Context", "EventSink", "LiveUpdates", "Services"]
 
 
 class LiveUpdates(Protocol):
@@ -23,6 +23,14 @@ class LiveUpdates(Protocol):
 
     def listen(self, customer_id: str) -> AsyncIterator[DomainEvent]:
         """The customer's domain events from now on, until the iterator is closed."""
+        ...
+
+
+class EventSink(Protocol):
+    """Where mutations announce what they changed (gateway/events/publisher.py)."""
+
+    async def publish(self, event: DomainEvent) -> None:
+        """Store the event on the durable bus and tell live subscribers; raises on failure."""
         ...
 
 
@@ -35,6 +43,7 @@ class Services:
     backend: CacheBackend
     cache: EntityCache
     live: LiveUpdates | None = None
+    events: EventSink | None = None
 
 
 class Context:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from prometheus_client import REGISTRY
 
 from tests.conftest import GatewayServer
 
@@ -157,10 +158,16 @@ def test_delete_file(gateway_server: GatewayServer) -> None:
     first = gateway_server.query(
         "{ me { files(first: 1) { edges { node { id } } } } }", token=token
     ).json()["data"]["me"]["files"]["edges"][0]["node"]["id"]
+    published = REGISTRY.get_sample_value("gateway_events_published_total", {"type": "FileDeleted"})
     deleted = gateway_server.query(
         "mutation($id: ID!) { deleteFile(id: $id) { deletedFileId } }", {"id": first}, token=token
     ).json()
     assert deleted["data"]["deleteFile"] == {"deletedFileId": first}
+    # announced on the bus (and to live subscribers) like any other change
+    assert (
+        REGISTRY.get_sample_value("gateway_events_published_total", {"type": "FileDeleted"})
+        == (published or 0) + 1
+    )
     after = gateway_server.query("{ me { files { totalCount } } }", token=token).json()
     assert after["data"]["me"]["files"]["totalCount"] == 9
     again = gateway_server.query(

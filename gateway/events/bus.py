@@ -52,4 +52,10 @@ class EventBus(Protocol):
         """Move the message aside for an operator, then acknowledge it."""
         ...
 
+    async def oldest_age(self) -> float | None:
+        """Seconds since the oldest message neither acknowledged nor dead-lettered was
+        published (0 when there is none); None where the backend cannot tell (SQS, RabbitMQ:
+        their own metrics tell, docs/operations.md)."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import Callable
 
 import msgspec
 import redis.asyncio
@@ -22,44 +23,73 @@ from redis.exceptions import RedisError
 from gateway.domain import DomainEvent
 from gateway.events.codec import AnyEvent
 
-__all__ = ["LiveHub", "RedisLiveHub"]
+__all__ = ["LiveHub", "LiveSubscription", "RedisLiveHub"]
 
 log = logging.getLogger(__name__)
 
 
+class LiveSubscription:
+    """One subscriber's events, registered from creation until `aclose` (or until it is
+    garbage: the hub holds it weakly, so an abandoned subscription cannot leak)."""
+
+    def __init__(self, customer_id: str, queue_size: int) -> None:
+        self.customer_id = customer_id
+        self._queue: asyncio.Queue[DomainEvent] = asyncio.Queue(queue_size)
+        self._on_close: list[Callable[[LiveSubscription], None]] = []
+        self.closed = False
+
+    def put(self, event: DomainEvent) -> None:
+        if self._queue.full():  # a slow subscriber loses its oldest events, not our memory
+            self._queue.get_nowait()
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> LiveSubscription:
+        return self
+
+    async def __anext__(self) -> DomainEvent:
+        if self.closed:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            for callback in self._on_close:
+                callback(self)
+
+
 class LiveHub:
-    """Subscribers of this process, by customer; a slow subscriber loses its oldest events."""
+    """Subscribers of this process, by customer."""
 
     def __init__(self, queue_size: int = 100) -> None:
         self.queue_size = queue_size
-        self._subscribers: dict[str, set[asyncio.Queue[DomainEvent]]] = {}
+        self._subscribers: dict[str, weakref.WeakSet[LiveSubscription]] = {}
 
     def subscriber_count(self, customer_id: str | None = None) -> int:
         if customer_id is not None:
             return len(self._subscribers.get(customer_id, ()))
-        return sum(len(queues) for queues in self._subscribers.values())
+        return sum(len(subscribers) for subscribers in self._subscribers.values())
 
-    async def listen(self, customer_id: str) -> AsyncIterator[DomainEvent]:
-        """The customer's events from now on, until the iterator is closed."""
-        queue: asyncio.Queue[DomainEvent] = asyncio.Queue(self.queue_size)
-        queues = self._subscribers.setdefault(customer_id, set())
-        queues.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            queues.discard(queue)
-            if not queues and self._subscribers.get(customer_id) is queues:
-                del self._subscribers[customer_id]
+    def listen(self, customer_id: str) -> LiveSubscription:
+        """The customer's events from now on (registered before this returns)."""
+        subscription = LiveSubscription(customer_id, self.queue_size)
+        subscription._on_close.append(self._remove)
+        self._subscribers.setdefault(customer_id, weakref.WeakSet()).add(subscription)
+        return subscription
+
+    def _remove(self, subscription: LiveSubscription) -> None:
+        subscribers = self._subscribers.get(subscription.customer_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[subscription.customer_id]
 
     def dispatch(self, event: DomainEvent) -> None:
         """Hand the event to this process's subscribers of its customer."""
         if event.customer_id is None:
             return
-        for queue in self._subscribers.get(event.customer_id, ()):
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(event)
+        for subscription in list(self._subscribers.get(event.customer_id, ())):
+            subscription.put(event)
 
     async def publish(self, event: DomainEvent) -> None:
         self.dispatch(event)
@@ -77,6 +107,8 @@ class _Envelope(msgspec.Struct, frozen=True):
 
 
 _encoder = msgspec.json.Encoder()
+
+
 class _IncomingEnvelope(msgspec.Struct, frozen=True):
     origin: str
     event: AnyEvent
@@ -88,9 +120,7 @@ _decoder = msgspec.json.Decoder(_IncomingEnvelope)
 class RedisLiveHub(LiveHub):
     """Also publishes on a Redis channel and delivers what other replicas publish there."""
 
-    def __init__(
-        self, client: redis.asyncio.Redis, channel: str, queue_size: int = 100
-    ) -> None:
+    def __init__(self, client: redis.asyncio.Redis, channel: str, queue_size: int = 100) -> None:
         super().__init__(queue_size)
         self.client = client
         self.channel = channel

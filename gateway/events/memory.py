@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class _Message:
     id: str
     event: DomainEvent
+    published: float  # time.monotonic()
     deliveries: int = 0
 
 
@@ -48,7 +49,7 @@ class MemoryBus:
         return len(self._ready) + len(self._inflight)
 
     async def publish(self, event: DomainEvent) -> None:
-        self._ready.append(_Message(str(next(self._ids)), event))
+        self._ready.append(_Message(str(next(self._ids)), event, time.monotonic()))
         while len(self._ready) > self.max_length:
             dropped = self._ready.popleft()
             log.error(
@@ -105,6 +106,11 @@ class MemoryBus:
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         if self._inflight.pop(delivery.message_id, None) is not None:
             self.dead.append((delivery.event, reason))
+
+    async def oldest_age(self) -> float | None:
+        published = [m.published for m in self._ready]
+        published += [m.published for _deadline, m in self._inflight.values()]
+        return time.monotonic() - min(published) if published else 0.0
 
     async def aclose(self) -> None:
         return None

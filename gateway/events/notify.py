@@ -43,7 +43,7 @@ _ZERO_DECIMAL = frozenset(
 
 
 class Notification(msgspec.Struct, frozen=True):
-    id: str  # "{kind}:{event id}": the key that keeps it from being sent twice
+    id: str  # "{kind}:{subject id}": the key that keeps it from being sent twice
     to: str
     subject: str
     body: str
@@ -55,9 +55,7 @@ def format_money(amount: int, currency: str) -> str:
     return f"{amount / 100:,.2f} {currency.upper()}"
 
 
-def _invoice_paid(
-    event: InvoicePaid, invoice: Invoice, customer: Customer, to: str
-) -> Notification:
+def _invoice_paid(invoice: Invoice, customer: Customer, to: str) -> Notification:
     label = invoice.number or invoice.id
     amount = invoice.amount_paid or invoice.total
     greeting = f"Hello {customer.name}," if customer.name else "Hello,"
@@ -68,8 +66,9 @@ def _invoice_paid(
     )
     if invoice.hosted_url:
         body += f"\nThe invoice: {invoice.hosted_url}\n"
+    # keyed by invoice: one confirmation per paid invoice, however many events say so
     return Notification(
-        id=f"invoice_paid:{event.event_id}",
+        id=f"invoice_paid:{invoice.id}",
         to=to,
         subject=f"Payment received for invoice {label}",
         body=body,
@@ -94,7 +93,7 @@ def notifications_for(event: DomainEvent, customer: Customer) -> list[Notificati
     if not customer.email:
         return []
     if isinstance(event, InvoicePaid) and event.invoice is not None:
-        return [_invoice_paid(event, event.invoice, customer, customer.email)]
+        return [_invoice_paid(event.invoice, customer, customer.email)]
     if isinstance(event, TicketUpdated) and event.answered:
         return [_ticket_answered(event, customer, customer.email)]
     return []

@@ -134,6 +134,10 @@ class RabbitMQBus:
         )
         await message.ack()
 
+    async def oldest_age(self) -> float | None:
+        # AMQP tells no message ages: the broker's own metrics (rabbitmq_prometheus) do
+        return None
+
     async def aclose(self) -> None:
         """Close the connection: messages received and not acknowledged go back to the queue."""
         connection, self._connection = self._connection, None

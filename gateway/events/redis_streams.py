@@ -166,6 +166,7 @@ class RedisStreamsBus:
             idle=int(self.redelivery_timeout * 1000),
             justid=True,
         )
+        self._next_claim = 0.0  # and this consumer's next receive looks for it
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self._move_aside(
@@ -182,6 +183,26 @@ class RedisStreamsBus:
             )
             pipe.xack(self.stream, self.group, message_id)
             await pipe.execute()
+
+    async def oldest_age(self) -> float | None:
+        """From stream ids (milliseconds of Redis's clock): the oldest pending message, or
+        else the first one the group has not been handed yet."""
+        await self._ensure_group()
+        pending: Any = await self.client.xpending(self.stream, self.group)
+        oldest: str | None = _text(pending["min"]) if pending.get("pending") else None
+        if oldest is None:
+            groups: Any = await self.client.xinfo_groups(self.stream)
+            last = next(
+                (_text(g["last-delivered-id"]) for g in groups if _text(g["name"]) == self.group),
+                "0-0",
+            )
+            waiting: Any = await self.client.xrange(self.stream, min=f"({last}", count=1)
+            oldest = _text(waiting[0][0]) if waiting else None
+        if oldest is None:
+            return 0.0
+        [now_seconds, now_micros] = await self.client.time()
+        published_ms = int(oldest.split("-", 1)[0])
+        return max(0.0, now_seconds + now_micros / 1e6 - published_ms / 1000)
 
     async def aclose(self) -> None:
         return None

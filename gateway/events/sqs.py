@@ -119,5 +119,9 @@ class SqsBus:
             self._client.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt
         )
 
+    async def oldest_age(self) -> float | None:
+        # SQS's queue attributes hold no age: CloudWatch's ApproximateAgeOfOldestMessage does
+        return None
+
     async def aclose(self) -> None:
         await asyncio.to_thread(self._client.close)

@@ -11,6 +11,7 @@ finds it claimed by another waits for that claim to end or expire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -20,10 +21,13 @@ import socket
 import time
 from collections.abc import Sequence
 
+from prometheus_client import start_http_server
+
 from gateway.cache.base import CacheBackend
 from gateway.domain import Customer, DomainEvent
 from gateway.events.bus import Delivery, EventBus
 from gateway.events.notify import Notification, Notifier, notifications_for, wants_notification
+from gateway.observability import EVENTS_LAG
 from gateway.settings import Settings
 from gateway.sources.base import CrmSource
 
@@ -68,26 +72,59 @@ class Worker:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.batch = batch
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; a batch in hand is finished or handed back."""
-        failures = 0
+    async def report_lag(self, stop: asyncio.Event, every: float = 15.0) -> None:
+        """Keep gateway_events_lag_seconds{backend} current until `stop` is set."""
+        gauge = EVENTS_LAG.labels(self.bus.name)
         while not stop.is_set():
             try:
-                deliveries = await self.bus.receive(self.consumer, self.batch, wait=1.0)
-                failures = 0
-            except Exception as error:
-                failures += 1
-                delay = self._backoff(min(failures, 6))
-                log.warning(
-                    "event bus unavailable, retrying in %.1fs: %s", delay, type(error).__name__
+                age = await self.bus.oldest_age()
+            except Exception as error:  # the consumer loop reports the bus itself
+                log.debug("queue age unknown: %s", type(error).__name__)
+            else:
+                if age is not None:
+                    gauge.set(round(age, 3))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; a batch in hand is finished or handed back."""
+        lag = asyncio.create_task(self.report_lag(stop), name="events-lag")
+        stopping = asyncio.create_task(stop.wait())
+        failures = 0
+        try:
+            while not stop.is_set():
+                receiving = asyncio.create_task(
+                    self.bus.receive(self.consumer, self.batch, wait=1.0)
                 )
-                await asyncio.sleep(delay)
-                continue
-            for index, delivery in enumerate(deliveries):
-                if stop.is_set():
-                    await self._release_all(deliveries[index:])
+                await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    # stop now; whatever the backend handed out meanwhile is not acknowledged,
+                    # so it is delivered again
+                    receiving.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await receiving
                     break
-                await self.handle(delivery)
+                try:
+                    deliveries = receiving.result()
+                    failures = 0
+                except Exception as error:
+                    failures += 1
+                    delay = self._backoff(min(failures, 6))
+                    log.warning(
+                        "event bus unavailable, retrying in %.1fs: %s",
+                        delay,
+                        type(error).__name__,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                for index, delivery in enumerate(deliveries):
+                    if stop.is_set():
+                        await self._release_all(deliveries[index:])
+                        break
+                    await self.handle(delivery)
+        finally:
+            stopping.cancel()
+            lag.cancel()
 
     async def _release_all(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
@@ -171,14 +208,17 @@ class Worker:
 
 
 async def _serve(settings: Settings) -> None:
-    from gateway.app import build_cache_backend
+    from gateway.cache.memory import MemoryCache
+    from gateway.cache.redis import RedisCache
     from gateway.events.notify import build_notifier
     from gateway.events.runtime import build_bus, redis_client
     from gateway.sources.registry import build_sources
 
     client = redis_client(settings.redis_url) if settings.redis_url else None
-    backend = build_cache_backend(settings)
-    sources = build_sources(settings)
+    # as gateway.app.build_cache_backend, without importing the app (and its schema)
+    backend: CacheBackend = RedisCache(settings.redis_url) if settings.redis_url else MemoryCache()
+    redis_for_sources = backend.client if isinstance(backend, RedisCache) else None
+    sources = build_sources(settings, redis_for_sources)
     bus = build_bus(settings, client)
     notifier = build_notifier(settings)
     worker = Worker(
@@ -192,6 +232,14 @@ async def _serve(settings: Settings) -> None:
         retry_base=settings.retry_base_delay,
         retry_max=settings.retry_max_delay,
     )
+    if settings.worker_metrics_port:
+        # the worker's own metrics (gateway_events_lag_seconds, its upstream calls)
+        try:
+            start_http_server(settings.worker_metrics_port)
+        except OSError as error:  # a port taken costs the metrics, not the notifications
+            log.error(
+                "worker metrics not served on port %d: %s", settings.worker_metrics_port, error
+            )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

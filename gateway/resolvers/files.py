@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.context import Context
-from gateway.domain import Customer, FileQuery, Page, StoredFile, UploadForm
+from gateway.domain import Customer, FileDeleted, FileQuery, Page, StoredFile, UploadForm
 from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_owner, check_page_args, require_customer, require_viewer
 
 __all__ = ["customer_files", "delete_file", "download_url", "file", "request_file_upload"]
+
+log = logging.getLogger(__name__)
 
 
 async def customer_files(
@@ -63,4 +68,16 @@ async def delete_file(ctx: Context, id: str) -> str:
     await ctx.services.sources.files.delete(found)
     await ctx.services.cache.drop_tags([f"files:{customer_id}"])
     ctx.loaders.file.clear(id)
+    events = ctx.services.events
+    if events is not None:
+        deleted = FileDeleted(
+            event_id=f"delete:{secrets.token_hex(12)}",
+            customer_id=customer_id,
+            occurred_at=datetime.now(UTC),
+            file_id=found.id,
+        )
+        try:
+            await events.publish(deleted)
+        except Exception:  # the file is gone either way; a lost event must not fail the call
+            log.exception("FileDeleted not published", extra={"file_id": found.id})
     return found.id

@@ -1,0 +1,308 @@
+"""GraphQL over WebSocket at /graphql: the `graphql-transport-ws` protocol.
+
+The token comes in the `connection_init` payload as `{"Authorization": "Bearer <token>"}`;
+a connection without a valid one is closed with 4403. Subscriptions run graphql-core's
+`subscribe` on the same schema, validation rules and cost limit as HTTP; queries and
+mutations sent over the socket answer one `next` and `complete`. The connection closes
+(4403) when the token expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from graphql import ExecutionResult, OperationType, subscribe
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway.auth import Authenticator, Viewer
+from gateway.context import Context, Services
+from gateway.errors import GatewayError, QueryTooComplex
+from gateway.schema.cost import query_cost
+from gateway.schema.execution import GraphQLExecutor, Prepared, format_error, operation_type
+
+__all__ = ["PROTOCOL", "GraphQLWebSocket"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "graphql-transport-ws"
+
+
+class _Closed(Exception):
+    """The session ended (closed by us or by the client)."""
+
+
+class GraphQLWebSocket:
+    """The Starlette WebSocket endpoint; one `_Session` per connection."""
+
+    def __init__(
+        self,
+        services: Services,
+        executor: GraphQLExecutor,
+        auth: Authenticator,
+        init_timeout: float = 10.0,
+    ) -> None:
+        self.services = services
+        self.executor = executor
+        self.auth = auth
+        self.init_timeout = init_timeout
+
+    async def handle(self, websocket: WebSocket) -> None:
+        if PROTOCOL not in websocket.scope.get("subprotocols", []):
+            await websocket.accept()
+            await websocket.close(4406, "Subprotocol not acceptable")
+            return
+        await websocket.accept(subprotocol=PROTOCOL)
+        await _Session(self, websocket).run()
+
+
+class _Session:
+    def __init__(self, endpoint: GraphQLWebSocket, websocket: WebSocket) -> None:
+        self.endpoint = endpoint
+        self.websocket = websocket
+        self.viewer: Viewer | None = None
+        self.init_received = False
+        self.operations: dict[str, asyncio.Task[None]] = {}
+        self.closed = False
+        self._send_lock = asyncio.Lock()
+        self._timers: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        self._timers.append(asyncio.create_task(self._init_deadline()))
+        try:
+            while not self.closed:
+                try:
+                    text = await self.websocket.receive_text()
+                except (WebSocketDisconnect, RuntimeError):
+                    break
+                except KeyError:  # a binary frame
+                    await self.close(4400, "Binary frames are not part of the protocol")
+                    break
+                try:
+                    await self.on_message(text)
+                except _Closed:
+                    break
+        finally:
+            self.closed = True
+            tasks = [*self._timers, *self.operations.values()]
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await self.websocket.close(code, reason)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._send_lock:
+            if self.closed or self.websocket.application_state is not WebSocketState.CONNECTED:
+                raise _Closed
+            try:
+                await self.websocket.send_text(orjson.dumps(message).decode())
+            except (RuntimeError, WebSocketDisconnect):
+                raise _Closed from None
+
+    async def _init_deadline(self) -> None:
+        await asyncio.sleep(self.endpoint.init_timeout)
+        if self.viewer is None:
+            await self.close(4408, "Connection initialisation timeout")
+
+    async def _expiry(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        await self.close(4403, "Forbidden: the token expired")
+
+    async def on_message(self, text: str) -> None:
+        try:
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.close(4400, "Invalid message")
+            raise _Closed
+        kind = message["type"]
+        if kind == "connection_init":
+            await self.on_init(message.get("payload"))
+        elif kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "pong":
+            return
+        elif kind == "subscribe":
+            await self.on_subscribe(message)
+        elif kind == "complete":
+            task = self.operations.pop(str(message.get("id")), None)
+            if task is not None:
+                task.cancel()
+        else:
+            await self.close(4400, f"Unsupported message type {kind!r}")
+            raise _Closed
+
+    async def on_init(self, payload: Any) -> None:
+        if self.init_received:
+            await self.close(4429, "Too many initialisation requests")
+            raise _Closed
+        self.init_received = True
+        if payload is not None and not isinstance(payload, dict):
+            await self.close(4400, "Invalid connection_init payload")
+            raise _Closed
+        headers = {str(k).lower(): v for k, v in (payload or {}).items()}
+        authorization = headers.get("authorization")
+        try:
+            viewer = await self.endpoint.auth.viewer(
+                authorization if isinstance(authorization, str) else None, None
+            )
+        except GatewayError:
+            viewer = None
+        if viewer is None or not viewer.authenticated:
+            await self.close(4403, "Forbidden")
+            raise _Closed
+        self.viewer = viewer
+        if viewer.expires_at is not None:
+            self._timers.append(asyncio.create_task(self._expiry(viewer.expires_at)))
+        await self.send({"type": "connection_ack"})
+
+    async def on_subscribe(self, message: dict[str, Any]) -> None:
+        if self.viewer is None:
+            await self.close(4401, "Unauthorized")
+            raise _Closed
+        operation_id = message.get("id")
+        payload = message.get("payload")
+        if (
+            not isinstance(operation_id, str)
+            or not operation_id
+            or not isinstance(payload, dict)
+            or not isinstance(payload.get("query"), str)
+            or not isinstance(payload.get("variables") or {}, dict)
+            or not isinstance(payload.get("operationName") or "", str)
+        ):
+            await self.close(4400, "Invalid subscribe message")
+            raise _Closed
+        if operation_id in self.operations:
+            await self.close(4409, f"Subscriber for {operation_id} already exists")
+            raise _Closed
+        request_id = secrets.token_hex(8)
+        variables = payload.get("variables") or None
+        operation_name = payload.get("operationName") or None
+        executor = self.endpoint.executor
+        prepared = executor.prepare(payload["query"])
+        kind = operation_type(prepared, operation_name) if not prepared.errors else None
+        errors = prepared.errors or self._refusal(prepared, kind, operation_name, variables)
+        if errors:
+            await self.send({"type": "error", "id": operation_id, "payload": errors})
+            return
+        context = Context(self.endpoint.services, self.viewer, request_id, self.websocket)
+        if kind is OperationType.SUBSCRIPTION:
+            assert prepared.document is not None
+            # runs the field's resolver now: the listener exists before the next message
+            result: Any = subscribe(
+                executor.schema,
+                prepared.document,
+                context_value=context,
+                variable_values=variables,
+                operation_name=operation_name,
+            )
+            if not isinstance(result, ExecutionResult) and not hasattr(result, "__anext__"):
+                result = await result
+            if isinstance(result, ExecutionResult):
+                await self.send(
+                    {"type": "next", "id": operation_id, "payload": _payload(result, request_id)}
+                )
+                await self.send({"type": "complete", "id": operation_id})
+                return
+            task = asyncio.create_task(self._stream(operation_id, result, request_id))
+        else:
+            task = asyncio.create_task(
+                self._single(operation_id, prepared, context, variables, operation_name)
+            )
+        self.operations[operation_id] = task
+
+    def _refusal(
+        self,
+        prepared: Prepared,
+        kind: OperationType | None,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+    ) -> list[dict[str, Any]]:
+        if kind is None:
+            return [_error("operationName does not name an operation of the document")]
+        operation = prepared.operation(operation_name)
+        executor = self.endpoint.executor
+        if operation is not None:
+            cost = query_cost(executor.schema, operation, prepared.fragments, variables)
+            if cost > executor.max_cost:
+                error = QueryTooComplex(
+                    f"query cost {cost} exceeds {executor.max_cost}",
+                    limit=executor.max_cost,
+                    actual=cost,
+                )
+                return [{"message": error.message, "extensions": error.extensions}]
+        return []
+
+    async def _stream(
+        self, operation_id: str, stream: AsyncIterator[ExecutionResult], request_id: str
+    ) -> None:
+        try:
+            async for result in stream:
+                await self.send(
+                    {"type": "next", "id": operation_id, "payload": _payload(result, request_id)}
+                )
+            await self.send({"type": "complete", "id": operation_id})
+        except _Closed:
+            pass
+        except Exception:
+            log.exception("subscription failed", extra={"request_id": request_id})
+            with contextlib.suppress(_Closed):
+                await self.send(
+                    {
+                        "type": "error",
+                        "id": operation_id,
+                        "payload": [_error("Internal server error", "INTERNAL_SERVER_ERROR")],
+                    }
+                )
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+            if self.operations.get(operation_id) is asyncio.current_task():
+                del self.operations[operation_id]
+
+    async def _single(
+        self,
+        operation_id: str,
+        prepared: Prepared,
+        context: Context,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> None:
+        try:
+            result = await self.endpoint.executor.execute(
+                prepared, context, variables, operation_name
+            )
+            await self.send({"type": "next", "id": operation_id, "payload": result})
+            await self.send({"type": "complete", "id": operation_id})
+        except _Closed:
+            pass
+        finally:
+            if self.operations.get(operation_id) is asyncio.current_task():
+                del self.operations[operation_id]
+
+
+def _payload(result: ExecutionResult, request_id: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    if result.errors:
+        payload["errors"] = [format_error(e, request_id) for e in result.errors]
+    payload["data"] = result.data
+    return payload
+
+
+def _error(message: str, code: str = "GRAPHQL_VALIDATION_FAILED") -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": code}}
