@@ -32,6 +32,11 @@ test: assets lint
 test-e2e: assets
 	$(BIN)/pytest -q -p no:cacheprovider tests/e2e
 
+# fake providers, the gateway and wrk in three processes; prints the table and writes
+# bench/results/latest.json (bench/README.md). Options: make bench BENCH_ARGS="--quick"
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 format: $(STAMP)
 	$(BIN)/ruff format gateway tests bench scripts
 	$(BIN)/ruff check --fix gateway tests bench scripts

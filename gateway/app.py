@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +16,32 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from gateway import tracing
 from gateway.auth import Authenticator
 from gateway.cache.base import CacheBackend
 from gateway.cache.entity import EntityCache
+from gateway.cache.incoming import IncomingLimits
 from gateway.cache.memory import MemoryCache
 from gateway.cache.response import ResponseCache
 from gateway.context import Services
+from gateway.cors import Cors
+from gateway.domain import FileUploaded
 from gateway.errors import BadUserInput
+from gateway.events.runtime import EventRuntime
 from gateway.graphql_http import GraphQLEndpoint, Receive, Scope, Send
+from gateway.persisted import PersistedDocuments, load_manifest
 from gateway.schema import build_schema
 from gateway.schema.execution import GraphQLExecutor
+from gateway.schema.websocket import GraphQLWebSocket
 from gateway.settings import Settings
 from gateway.sources.local_files import LocalFileStore, SignedTokenError
 from gateway.sources.registry import build_sources
+from gateway.webhooks.endpoint import WebhookEndpoint
+from gateway.webhooks.intake import Intake
+from gateway.webhooks.registry import build_providers
 
 __all__ = ["create_app"]
 
@@ -96,9 +109,71 @@ class Gateway:
             if settings.response_cache == "on" and settings.gateway_batching
             else None
         )
-        self.graphql = GraphQLEndpoint(self.services, self.executor, self.auth, responses)
+        manifest = (
+            load_manifest(settings.persisted_queries_manifest)
+            if settings.persisted_queries_manifest
+            else {}
+        )
+        documents = PersistedDocuments(
+            settings.persisted_queries, manifest, self.services.backend, settings.cache_prefix
+        )
+        limits = IncomingLimits(
+            settings.cache_prefix,
+            {kind: settings.incoming_limit(kind) for kind in ("viewer", "service", "ip")},
+        )
+        self.graphql = GraphQLEndpoint(
+            self.services,
+            self.executor,
+            self.auth,
+            responses,
+            documents,
+            limits if limits.limits else None,
+            Cors(settings.cors_origins),
+        )
+        self.events = EventRuntime(settings, self.services.backend, self.services.sources.crm)
+        self.services.live = self.events.live
+        self.services.events = self.events.publisher
+        self.subscriptions = GraphQLWebSocket(self.services, self.executor, self.auth)
+        self.webhooks = WebhookEndpoint(
+            build_providers(settings),
+            Intake(self.services, self.events.publisher),
+            settings.public_base_url,
+        )
+
+        self._uploads_stop = asyncio.Event()
+        self._uploads_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.events.start()
+        queue_url = self.settings.s3_events_queue_url
+        if queue_url and self.settings.files_source == "s3":
+            # finished uploads are known from S3's own notifications (docs/design.md 6)
+            from gateway.sources.s3 import S3FileStore, S3UploadNotifications
+
+            store = self.services.sources.files
+            assert isinstance(store, S3FileStore)
+            notifications = S3UploadNotifications(
+                store,
+                queue_url,
+                region=self.settings.aws_region,
+                endpoint_url=self.settings.s3_endpoint_url,
+            )
+            intake = Intake(self.services, self.events.publisher)
+            self._uploads_stop.clear()
+            self._uploads_task = asyncio.create_task(
+                notifications.run(intake.take, self._uploads_stop), name="s3-uploads"
+            )
 
     async def aclose(self) -> None:
+        task, self._uploads_task = self._uploads_task, None
+        if task is not None:
+            self._uploads_stop.set()
+            try:
+                # a long poll in its thread ends within its wait time; do not wait that long
+                await asyncio.wait_for(task, 2)
+            except TimeoutError:
+                log.warning("s3 upload notifications did not stop in time")
+        await self.events.aclose()
         await self.services.sources.aclose()
         await self.services.backend.aclose()
 
@@ -118,7 +193,15 @@ class Gateway:
         for source in self.services.sources.all():
             # adapters on the upstream client expose their breaker; the sandbox has none
             providers[source.name] = {"breaker": str(getattr(source, "breaker_state", "closed"))}
-        degraded = cache == "degraded" or any(p["breaker"] != "closed" for p in providers.values())
+            # OAuth adapters (QuickBooks, Xero) also their grant: "ok", "revoked", ...
+            auth = getattr(source, "auth_state", None)
+            if auth is not None:
+                providers[source.name]["auth"] = str(auth)
+        # A revoked grant is degraded, not 503: every replica shares it, so failing
+        # readiness would take the whole portal out of rotation for one provider (DESIGN 11).
+        degraded = cache == "degraded" or any(
+            p["breaker"] != "closed" or p.get("auth", "ok") != "ok" for p in providers.values()
+        )
         return JSONResponse(
             {"status": "degraded" if degraded else "ok", "cache": cache, "providers": providers}
         )
@@ -177,6 +260,16 @@ class Gateway:
             "file uploaded",
             extra={"customer_id": stored.customer_id, "file_id": stored.id, "size": stored.size},
         )
+        event = FileUploaded(
+            event_id=f"upload:{secrets.token_hex(12)}",
+            customer_id=stored.customer_id,
+            occurred_at=datetime.now(UTC),
+            file=stored,
+        )
+        try:
+            await self.events.publisher.publish(event)
+        except Exception:  # the file is stored; a lost event must not fail the upload
+            log.exception("FileUploaded not published", extra={"file_id": stored.id})
         return _json({"fileId": stored.id, "size": stored.size}, 201)
 
 
@@ -187,10 +280,17 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # here, not at import: each uvicorn worker process needs its own exporter thread
+        traced = tracing.configure_tracing(settings.otel_exporter_otlp_endpoint)
         try:
+            await gateway.start()
             yield
         finally:
-            await gateway.aclose()
+            try:
+                await gateway.aclose()
+            finally:
+                if traced:
+                    tracing.shutdown_tracing()
 
     routes = [
         Route("/healthz", gateway.healthz),
@@ -198,6 +298,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         Route("/metrics", gateway.metrics),
         Route("/files/{token}", gateway.download, methods=["GET"]),
         Route("/files/{token}", gateway.upload, methods=["POST"]),
+        Route("/webhooks/{provider}", gateway.webhooks.handle, methods=["POST"]),
+        WebSocketRoute("/graphql", gateway.subscriptions.handle),
         Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 import orjson
 from graphql import OperationType
 
+from gateway import tracing
 from gateway.auth import Authenticator, Viewer
 from gateway.cache.incoming import IncomingLimits, key_identity
 from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
@@ -29,7 +30,10 @@ from gateway.observability import (
     REQUEST_SECONDS,
     REQUESTS,
     RESPONSE_CACHE,
+    RequestNote,
+    log_request,
     request_id_var,
+    request_note_var,
 )
 from gateway.persisted import PersistedDocuments
 from gateway.schema.execution import GraphQLExecutor, operation_type
@@ -80,13 +84,14 @@ def error_body(message: str, code: str, **extensions: Any) -> bytes:
 class _Request:
     """What the endpoint reads of one HTTP request."""
 
-    __slots__ = ("headers", "method", "query_string")
+    __slots__ = ("headers", "method", "note", "query_string")
 
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
         self.query_string: bytes = scope.get("query_string", b"")
         # header names arrive lower-cased; the last of repeated headers wins
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        self.note = RequestNote()  # what its access log line reports
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -118,6 +123,8 @@ class GraphQLEndpoint:
         request = _Request(scope)
         request_id = request.header(b"x-request-id") or secrets.token_hex(8)
         token = request_id_var.set(request_id)
+        note_token = request_note_var.set(request.note)
+        span = tracing.start_request(request.method, "/graphql", request.headers)
         status = 500
         try:
             client = scope.get("client")
@@ -129,8 +136,18 @@ class GraphQLEndpoint:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         finally:
+            seconds = time.perf_counter() - started
             REQUESTS.labels("graphql", str(status)).inc()
-            REQUEST_SECONDS.labels("graphql").observe(time.perf_counter() - started)
+            REQUEST_SECONDS.labels("graphql").observe(seconds)
+            log_request(request.note, status, seconds)
+            if span is not None:
+                note = request.note
+                tracing.end_request(
+                    span,
+                    status,
+                    {"graphql.operation.name": note.operation, "gateway.cache": note.cache},
+                )
+            request_note_var.reset(note_token)
             request_id_var.reset(token)
 
     async def _answer(
@@ -168,6 +185,9 @@ class GraphQLEndpoint:
             return error.status, list(_JSON), error_body(error.message, error.code)
         except GatewayError as error:
             return 401, list(_JSON), error_body(error.message, error.code)
+        request.note.viewer = "service" if viewer.service else viewer.subject
+        request.note.operation = operation_name
+        request.note.document = query
 
         # The hit path: the rate-limit counters and the cached answer in one round trip;
         # on a hit the stored bytes go out with no parse, no validation, no resolver.
@@ -197,6 +217,7 @@ class GraphQLEndpoint:
                     RESPONSE_CACHE.labels("bypass").inc()
                 elif (cached := responses.parse(data)) is not None:
                     RESPONSE_CACHE.labels("hit").inc()
+                    request.note.cache = "hit"
                     return _cached(request, cached, report_cache, hit=True)
                 else:
                     RESPONSE_CACHE.labels("miss").inc()

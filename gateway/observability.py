@@ -1,30 +1,45 @@
-"""Metrics (DESIGN section 8 names), JSON logs with request ids."""
+"""Metrics (DESIGN section 8 names), JSON logs with request and trace ids, redacted."""
 
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
+import orjson
 from prometheus_client import Counter, Gauge, Histogram
+
+from gateway import tracing
+from gateway.redaction import RedactionFilter, settings_secrets
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 __all__ = [
     "BREAKER_STATE",
     "CACHE_ERRORS",
     "CACHE_REQUESTS",
+    "EVENTS_LAG",
     "EVENTS_PUBLISHED",
+    "RATE_LIMITED_TOTAL",
     "REQUESTS",
     "REQUEST_SECONDS",
-    "RATE_LIMITED_TOTAL",
     "RESPONSE_CACHE",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_SECONDS",
     "WEBHOOKS",
+    "JsonFormatter",
+    "RequestNote",
     "configure_logging",
+    "count_source_call",
+    "count_upstream_call",
+    "log_request",
     "request_id_var",
+    "request_note_var",
 ]
 
 REQUESTS = Counter("gateway_requests_total", "HTTP requests answered", ["endpoint", "status"])
@@ -56,10 +71,87 @@ RATE_LIMITED_TOTAL = Counter(
 )
 WEBHOOKS = Counter("gateway_webhooks_total", "Webhook deliveries", ["provider", "outcome"])
 EVENTS_PUBLISHED = Counter("gateway_events_published_total", "Domain events published", ["type"])
+EVENTS_LAG = Gauge(
+    "gateway_events_lag_seconds",
+    "Age of the oldest event on the queue not yet acknowledged by a worker (0: none)",
+    ["backend"],
+)
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+
+
+class RequestNote:
+    """What the access log line of one request reports besides status and duration."""
+
+    __slots__ = ("cache", "document", "operation", "source_calls", "upstream_calls", "viewer")
+
+    def __init__(self) -> None:
+        self.viewer: str | None = None  # the viewer's subject, "service"; never a credential
+        self.operation: str | None = None  # operationName as sent
+        self.document: str | None = None  # the query text, for its name when none was sent
+        self.cache: str | None = None  # "hit" when the whole response came from the cache
+        self.upstream_calls = 0  # HTTP attempts to providers (gateway.upstream)
+        self.source_calls = 0  # loader batches that reached an adapter (entity-cache misses)
+
+
+request_note_var: contextvars.ContextVar[RequestNote | None] = contextvars.ContextVar(
+    "request_note", default=None
+)
+access_log = logging.getLogger("gateway.access")
+_FIRST_OPERATION = re.compile(
+    r"^\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)", re.MULTILINE
+)
+
+
+def count_upstream_call() -> None:
+    """Count one HTTP attempt to a provider against the current request."""
+    note = request_note_var.get()
+    if note is not None:
+        note.upstream_calls += 1
+
+
+def count_source_call() -> None:
+    """Count one adapter call made by a loader batch against the current request."""
+    note = request_note_var.get()
+    if note is not None:
+        note.source_calls += 1
+
+
+def log_request(note: RequestNote, status: int, seconds: float) -> None:
+    """The request's access line: INFO, but DEBUG for whole-response cache hits.
+
+    A JSON line costs about as much as the rest of a cache hit's work (DESIGN 12), and hits
+    are already counted and timed by gateway_response_cache_total{result="hit"} and
+    gateway_request_seconds; LOG_LEVEL=DEBUG shows them one by one.
+    """
+    level = logging.DEBUG if note.cache == "hit" else logging.INFO
+    if status >= 500:
+        level = logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
+    operation = note.operation
+    if operation is None and note.document:
+        # read here, only for lines written: a cache hit never parses its document
+        named = _FIRST_OPERATION.search(note.document)
+        operation = named.group(1) if named else None
+    access_log.log(
+        level,
+        "graphql %s %s",
+        operation or "-",
+        status,
+        extra={
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "viewer_id": note.viewer,
+            "operation_name": operation,
+            "upstream_calls": note.upstream_calls,
+            "source_calls": note.source_calls,
+            "cache": note.cache or "miss",
+        },
+    )
+
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -78,17 +170,46 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             payload["request_id"] = request_id
+        trace_ids = tracing.current_trace_ids()
+        if trace_ids is not None:
+            payload["trace_id"], payload["span_id"] = trace_ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 payload[key] = value
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            payload["exc"] = record.exc_text
+        try:
+            return orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # what orjson refuses (integers past 64 bits) json still writes
+            return json.dumps(payload, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(
+    level: str = "INFO", settings: Settings | None = None, stream: IO[str] | None = None
+) -> logging.Handler:
+    """JSON lines on stderr (or `stream`) for every logger, credentials redacted.
+
+    The redaction filter knows every secret value of `settings` besides the patterns of
+    gateway.redaction. Answers the handler it installed.
+    """
+    secrets: list[str] = []
+    if settings is not None:
+        secrets = settings_secrets(settings)
+        if not settings.production:
+            dev_secret = settings.dev_secret()  # the generated .dev-secret included
+            if dev_secret:
+                secrets.append(dev_secret)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactionFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO with its full URL, query string included, and some
+    # providers take keys in the query string; the upstream client logs failed attempts
+    # itself, without URLs. LOG_LEVEL=DEBUG does not bring these lines back: set the
+    # "httpx" logger's level on purpose to see them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return handler

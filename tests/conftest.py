@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ import redis
 
 from gateway.app import create_app
 from gateway.auth import mint_dev_token
+from gateway.observability import configure_logging
 from gateway.settings import Settings
 from tests.servers import ServerThread, free_port, redis_server, serve
 
@@ -74,6 +77,29 @@ def make_settings(tmp_path: Path, dev_secret: str) -> Callable[..., Settings]:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make
+
+
+@pytest.fixture
+def capture_logs() -> Iterator[Callable[..., io.StringIO]]:
+    """capture_logs(level, settings): the JSON log handler of configure_logging writing into
+    a buffer, which is answered; the root logger is put back afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    httpx_level = logging.getLogger("httpx").level
+    installed: list[logging.Handler] = []
+
+    def capture(level: str = "DEBUG", settings: Settings | None = None) -> io.StringIO:
+        others = root.handlers[:]
+        buffer = io.StringIO()
+        installed.append(configure_logging(level, settings, buffer))
+        root.handlers.extend(others)  # pytest's own log capture goes on
+        return buffer
+
+    yield capture
+    for handler in installed:
+        root.removeHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("httpx").setLevel(httpx_level)
 
 
 @pytest.fixture

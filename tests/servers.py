@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-__all__ = ["ServerThread", "free_port", "redis_server", "serve"]
+__all__ = [
+    "GatewayProcess",
+    "ServerThread",
+    "free_port",
+    "gateway_process",
+    "redis_server",
+    "serve",
+]
 
 
 def free_port() -> int:
@@ -110,9 +120,53 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_port(port: int, timeout: float = 10) -> None:
+class GatewayProcess:
+    """`portal-gateway serve` as a child process; its stderr (the JSON logs) in a file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str, stderr: Path) -> None:
+        self.process = process
+        self.url = url
+        self.stderr_path = stderr
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+
+@contextlib.contextmanager
+def gateway_process(workdir: Path, env: dict[str, str]) -> Iterator[GatewayProcess]:
+    """The real command with the real signal handling: settings from `env` only, run in
+    `workdir` (no .env read, .dev-secret written there); killed afterwards if still up."""
+    port = free_port()
+    command = Path(sys.executable).with_name("portal-gateway")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    environment = {k: v for k, v in os.environ.items() if k in keep}
+    environment.update({"HOST": "127.0.0.1", "PORT": str(port), **env})
+    stderr_path = workdir / f"gateway-{port}.stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [str(command), "serve"],
+            cwd=workdir,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        _wait_port(port, timeout=30, process=process)
+        yield GatewayProcess(process, f"http://127.0.0.1:{port}", stderr_path)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def _wait_port(
+    port: int, timeout: float = 10, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process exited ({process.returncode}) before listening")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return

@@ -63,9 +63,7 @@ def test_stale_copy_served_when_the_provider_fails(gateway_server: GatewayServer
 
 def _fresh_billing_keys(cache: object) -> list[str]:
     data = cache.backend._data  # type: ignore[attr-defined]
-    return [
-        k for k in data if (":billing:" in k and not k.endswith(":stale")) or ":resp:" in k
-    ]
+    return [k for k in data if (":billing:" in k and not k.endswith(":stale")) or ":resp:" in k]
 
 
 @pytest.mark.parametrize(

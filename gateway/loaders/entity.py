@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from aiodataloader import DataLoader
 
+from gateway import tracing
 from gateway.cache.codec import Codec
 from gateway.cache.entity import EntityCache, StaleHit
 from gateway.domain import (
@@ -25,6 +26,7 @@ from gateway.domain import (
     Ticket,
     TicketQuery,
 )
+from gateway.observability import count_source_call
 from gateway.sources.registry import Sources
 
 __all__ = ["EntityLoader", "Loaders"]
@@ -73,14 +75,29 @@ class EntityLoader(DataLoader[K, V]):
         self.stale: dict[K, float] = {}  # key -> age of the stale copy served
 
     async def batch_load_fn(self, keys: Sequence[K]) -> list[Any]:
+        if not tracing.ENABLED:
+            return await self._load_batch(keys)
+        attributes = {
+            "gateway.kind": self.kind,
+            "gateway.source": self.source,
+            "gateway.batch_size": len(keys),
+        }
+        with tracing.span(f"load {self.kind}.{self.entity}", attributes):
+            return await self._load_batch(keys)
+
+    async def _fetch(self, keys: Sequence[K]) -> Sequence[Any]:
+        count_source_call()
+        return await self._source_fetch(keys)
+
+    async def _load_batch(self, keys: Sequence[K]) -> list[Any]:
         if self._entity_cache is None:
-            results = list(await self._source_fetch(keys))
+            results = list(await self._fetch(keys))
         else:
             by_id = {self._cache_id(key): key for key in keys}
             stale: list[StaleHit] = []
 
             async def fetch(ids: list[str]) -> Sequence[Any]:
-                return await self._source_fetch([by_id[i] for i in ids])
+                return await self._fetch([by_id[i] for i in ids])
 
             tags = None
             if self._tags is not None:

@@ -1,0 +1,56 @@
+"""`make bench` end to end on a few requests, so the harness cannot rot (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.runner import main
+
+
+def test_bench_counts_each_querys_provider_calls_and_writes_the_table(
+    tmp_path: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    output = tmp_path / "latest.json"
+    main(
+        [
+            "--providers=sandbox",
+            "--scenarios=portal-home",
+            "--modes=default",
+            "--latency=1",
+            "--duration=1",
+            "--repeat=1",
+            "--cold-requests=3",
+            "--no-profile",
+            f"--output={output}",
+        ]
+    )
+
+    rows = {
+        (r["scenario"], r["state"], r["concurrency"]): r
+        for r in json.loads(output.read_text())["rows"]
+    }
+    assert set(rows) == {
+        ("portal-home", "cold", 1),
+        ("portal-home", "warm", 1),
+        ("portal-home", "warm", 16),
+    }
+    for row in rows.values():
+        assert row["errors"] == 0
+        assert row["served"] > 0
+        assert row["peak_rss_mb"] > 0
+    # a cold page is one call per provider; a warm one is answered from the caches
+    assert rows["portal-home", "cold", 1]["calls_per_query"] == {
+        "crm": 1.0,
+        "billing": 1.0,
+        "helpdesk": 1.0,
+        "files": 1.0,
+    }
+    assert sum(rows["portal-home", "warm", 16]["calls_per_query"].values()) == 0
+    assert "portal-home" in capsys.readouterr().out
