@@ -49,6 +49,7 @@ from gateway.errors import BadUserInput, IntegrationUnavailable
 from gateway.observability import UPSTREAM_REQUESTS, UPSTREAM_SECONDS, count_upstream_call
 from gateway.settings import Settings
 from gateway.sources.local_files import decode_file_id, encode_file_id, safe_name
+from gateway.sources.sigv4 import QueryPresigner
 from gateway.upstream import POOL_SIZE, BreakerState, CircuitBreaker
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class S3FileStore:
             SOURCE, failures=settings.breaker_failures, reset=settings.breaker_reset
         )
         self._client = client or s3_client(settings)
+        self._presigner: QueryPresigner | None = None
 
     @property
     def breaker_state(self) -> BreakerState:
@@ -171,16 +173,11 @@ class S3FileStore:
             raise ValueError("not a file of this store")
         _customer, name, key = located
         ttl = min(max(expires_in, 1), self.max_ttl)
-        url: str = self._client.generate_presigned_url(
-            "get_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": key,
-                "ResponseContentDisposition": _attachment(name),
-            },
-            ExpiresIn=ttl,
+        if self._presigner is None:  # here, not at start: boto3 wants credentials to probe
+            self._presigner = QueryPresigner.from_client(self._client, self.bucket)
+        return self._presigner.get_url(
+            key, ttl, {"response-content-disposition": _attachment(name)}
         )
-        return url
 
     async def request_upload(
         self, customer_id: str, name: str, content_type: str, size: int

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
@@ -31,7 +32,7 @@ from gateway.domain import FileQuery, StoredFile
 from gateway.errors import BadUserInput, IntegrationUnavailable
 from gateway.settings import Settings
 from gateway.sources.local_files import encode_file_id
-from gateway.sources.s3 import S3FileStore, S3UploadNotifications
+from gateway.sources.s3 import S3FileStore, S3UploadNotifications, _attachment, s3_client
 from gateway.webhooks.intake import Intake
 from tests.conftest import GatewayServer
 from tests.fakes.stripe import FakeStripe, running_fake_stripe
@@ -255,6 +256,58 @@ async def test_download_link_is_presigned_for_the_key_and_expires(
     # never longer than FILES_URL_MAX_TTL, whatever is asked
     clamped = parse_qs(urlsplit(store.download_url(file, 10**6)).query)
     assert clamped["X-Amz-Expires"] == ["3600"]
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9000", None, "https://s3.example.com/p"])
+@pytest.mark.parametrize("token", ["FwoGZX/session+token=", None])
+def test_our_presigned_links_are_byte_for_byte_boto3s(endpoint: str | None, token: str) -> None:
+    """gateway.sources.sigv4 signs without boto3's per-call machinery; at the same instant
+    its URL is the one boto3 would have made: path and virtual-host addressing, temporary
+    credentials, keys and dispositions that need every kind of escaping."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, files_source="s3", s3_bucket="docs-bucket", s3_endpoint_url=endpoint
+    )
+    client = boto3.session.Session(
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="wJalr/XUtnFEMI+K7MDENG",
+        aws_session_token=token,
+    ).client(
+        "s3",
+        region_name="eu-west-1",
+        endpoint_url=endpoint,
+        config=s3_client(settings).meta.config,
+    )
+    store = S3FileStore(settings, client=client)
+    instant = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
+    for customer, name in [
+        ("1001", "a b.pdf"),
+        ("1001", "ünï~c+o&d=e;f'.pdf"),
+        ("7", "x%20y#z?.txt"),
+    ]:
+        file = StoredFile(
+            id=encode_file_id(customer, name),
+            customer_id=customer,
+            name=name,
+            size=1,
+            content_type=PDF,
+            uploaded_at=instant,
+        )
+        with mock.patch(
+            "botocore.auth.get_current_datetime", return_value=instant.replace(tzinfo=None)
+        ):
+            expected = client.generate_presigned_url(
+                "get_object",
+                Params={
+                    "Bucket": "docs-bucket",
+                    "Key": f"customers/{customer}/{name}",
+                    "ResponseContentDisposition": _attachment(name),
+                },
+                ExpiresIn=900,
+            )
+            store.download_url(file, 1)  # builds the presigner
+            assert store._presigner is not None
+            store._presigner.now = lambda: instant
+            assert store.download_url(file, 900) == expected
 
 
 async def test_upload_policy_pins_key_type_and_size_and_the_upload_works(

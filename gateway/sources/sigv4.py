@@ -1,0 +1,124 @@
+"""Presigned S3 GETs (SigV4, query-string auth) without boto3's per-call machinery.
+
+`generate_presigned_url` costs ~160 µs a link: endpoint rules, parameter validation and
+event hooks run for every call, and a portal page shows ten or more links. This signer
+does only the signature (~15 µs): the URL base (endpoint, addressing style, bucket) is
+taken once from boto3 itself, the credentials come from the client's own provider on each
+call (so temporary credentials still rotate), and the algorithm is AWS's "Authenticating
+Requests: Using Query Parameters (AWS Signature Version 4)". tests/sources/test_s3_files.py
+checks that its URLs equal boto3's, byte for byte, at the same instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+from urllib.parse import quote, urlsplit
+
+__all__ = ["Credentials", "QueryPresigner"]
+
+_ALGORITHM = "AWS4-HMAC-SHA256"
+_PROBE_KEY = "p"
+
+
+class Credentials(NamedTuple):
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+def _encode(value: str) -> str:
+    """SigV4's URI encoding: everything but unreserved characters, UTF-8."""
+    return quote(value, safe="-_.~")
+
+
+class QueryPresigner:
+    """Presigned GETs for the objects of one bucket, signed as boto3 signs them."""
+
+    def __init__(
+        self,
+        base_url: str,
+        region: str,
+        credentials: Callable[[], Credentials],
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """`base_url` ends with "/" and is followed by the quoted key (see `from_client`)."""
+        parts = urlsplit(base_url)
+        self.base_url = base_url
+        self.host = parts.netloc
+        self.base_path = parts.path
+        self.region = region
+        self.credentials = credentials
+        self.now = now
+        self._keys: dict[tuple[str, str], bytes] = {}  # (secret, date) -> signing key
+
+    @classmethod
+    def from_client(cls, client: Any, bucket: str) -> QueryPresigner:
+        """For a boto3 S3 client: its endpoint, addressing style and credential provider."""
+        probe: str = client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
+        )
+        base_url = probe.partition("?")[0][: -len(_PROBE_KEY)]
+        # the provider boto3 signs with; refreshable credentials rotate behind it
+        provider = client._request_signer._credentials
+
+        def credentials() -> Credentials:
+            if provider is None:
+                raise RuntimeError("no AWS credentials found for S3")
+            frozen = provider.get_frozen_credentials()
+            return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+        return cls(base_url, client.meta.region_name, credentials)
+
+    def _signing_key(self, secret: str, date: str) -> bytes:
+        cached = self._keys.get((secret, date))
+        if cached is None:
+            key = f"AWS4{secret}".encode()
+            for part in (date, self.region, "s3", "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._keys = {(secret, date): key}  # one day's key; yesterday's is dropped
+            cached = key
+        return cached
+
+    def get_url(self, key: str, expires_in: int, query: dict[str, str] | None = None) -> str:
+        """A URL that GETs `key` for `expires_in` seconds from now; `query` is signed too
+        (e.g. response-content-disposition)."""
+        credentials = self.credentials()
+        stamp = self.now().strftime("%Y%m%dT%H%M%SZ")
+        date = stamp[:8]
+        scope = f"{date}/{self.region}/s3/aws4_request"
+        given = [(_encode(name), _encode(value)) for name, value in (query or {}).items()]
+        auth = [
+            ("X-Amz-Algorithm", _ALGORITHM),
+            ("X-Amz-Credential", _encode(f"{credentials.access_key}/{scope}")),
+            ("X-Amz-Date", stamp),
+            ("X-Amz-Expires", str(expires_in)),
+            ("X-Amz-SignedHeaders", "host"),
+        ]
+        if credentials.token:
+            auth.append(("X-Amz-Security-Token", _encode(credentials.token)))
+        path = quote(key, safe="/~")
+        canonical_query = "&".join(f"{n}={v}" for n, v in sorted(given + auth))
+        canonical_request = "\n".join(
+            (
+                "GET",
+                self.base_path + path,
+                canonical_query,
+                f"host:{self.host}\n",
+                "host",
+                "UNSIGNED-PAYLOAD",
+            )
+        )
+        string_to_sign = "\n".join(
+            (_ALGORITHM, stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
+        )
+        signature = hmac.new(
+            self._signing_key(credentials.secret_key, date),
+            string_to_sign.encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        query_string = "&".join(f"{n}={v}" for n, v in [*given, *auth])
+        return f"{self.base_url}{path}?{query_string}&X-Amz-Signature={signature}"
