@@ -138,6 +138,12 @@ class FakeProviders:
         ).json()
         return answer
 
+    def service_ms(self, reset: bool = False) -> dict[str, float | None]:
+        url = self._ready["urls"]["control"] + "/service"
+        answer = httpx.post(url, timeout=30) if reset else httpx.get(url, timeout=30)
+        measured: dict[str, float | None] = answer.json()
+        return measured
+
     def expected_minimum(self, scenario: str) -> dict[str, int] | None:
         # HubSpot batch/read per 100 ids; Stripe and Zendesk one list per customer (their
         # APIs have no list for many customers); S3 one listing per customer folder

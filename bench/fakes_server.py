@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import re
+import statistics
 import sys
 import threading
 import time
@@ -64,6 +65,7 @@ class _TimedWsgi:
         self.app = app
         self.latency = 0.0
         self.calls: Counter[str] = Counter()
+        self.took: list[float] = []  # seconds per call, latency included (moto's XML too)
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -80,9 +82,13 @@ class _TimedWsgi:
             operation = f"{method.lower()}_object"
         with self._lock:
             self.calls[operation] += 1
+        started = time.monotonic()
         if self.latency:
             time.sleep(self.latency)
-        return self.app(environ, start_response)
+        body = self.app(environ, start_response)  # moto answers a list: the work is done
+        with self._lock:
+            self.took.append(time.monotonic() - started)
+        return body
 
 
 def _start_s3(port: int) -> _TimedWsgi:
@@ -210,21 +216,45 @@ class CallLedger:
             "zendesk": Counter(),
             "s3": Counter(),
         }
+        # how long each provider took to answer each call since the last reset_service()
+        self.service: dict[str, list[float]] = {provider: [] for provider in self.totals}
 
     def fold(self) -> None:
         # runs on the event loop that also runs the fakes' handlers: nothing interleaves
         for fake in self.fakes:
             with fake.lock:
                 self.totals[fake.provider].update(fake.counts())
+                self._took(fake.provider, (c.took for c in fake.calls))
                 fake.reset_calls()
         calls = list(self.stripe.calls)
         self.stripe.reset_calls()
         for call in calls:
             path = _STRIPE_ID.sub(lambda m: "/{" + m[1] + "}", call.path.rstrip("/"))
             self.totals["stripe"][f"{call.method} {path}"] += 1
+        self._took("stripe", (c.took for c in calls))
         with self.s3._lock:
             self.totals["s3"].update(self.s3.calls)
             self.s3.calls.clear()
+            self._took("s3", self.s3.took)
+            self.s3.took.clear()
+
+    def _took(self, provider: str, seconds: Iterable[float | None]) -> None:
+        kept = self.service[provider]
+        kept.extend(s for s in seconds if s is not None)
+        del kept[:-10_000]  # bounded: a long run keeps its latest calls
+
+    def reset_service(self) -> None:
+        self.fold()
+        for kept in self.service.values():
+            kept.clear()
+
+    def service_ms(self) -> dict[str, float | None]:
+        """Each provider's median time to answer one call since the last reset, in ms."""
+        self.fold()
+        return {
+            provider: round(statistics.median(kept) * 1000, 2) if kept else None
+            for provider, kept in self.service.items()
+        }
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         self.fold()
@@ -265,7 +295,14 @@ async def serve(options: argparse.Namespace) -> None:
     async def calls(_request: Request) -> JSONResponse:
         return JSONResponse(ledger.snapshot())
 
-    control = Starlette(routes=[Route("/calls", calls)])
+    async def service(request: Request) -> JSONResponse:
+        if request.method == "POST":
+            ledger.reset_service()
+        return JSONResponse(ledger.service_ms())
+
+    control = Starlette(
+        routes=[Route("/calls", calls), Route("/service", service, methods=["GET", "POST"])]
+    )
     servers = [
         _server(hubspot.app, ports["hubspot"]),
         _server(stripe.app, ports["stripe"]),

@@ -54,6 +54,11 @@ class ProviderSet(Protocol):
         """Calls per cold query at the providers' batch minimum (DESIGN section 11)."""
         ...
 
+    def service_ms(self, reset: bool = False) -> dict[str, float | None]:
+        """Each provider's median time to answer a call (its latency plus its own work)
+        since the last reset, in ms; empty where the providers cannot tell."""
+        ...
+
 
 class SandboxProviders:
     """The embedded sandbox providers with SANDBOX_LATENCY_MS: always available."""
@@ -98,6 +103,9 @@ class SandboxProviders:
 
     def calls(self, gateway_url: str) -> dict[str, dict[str, int]]:
         return parse_counter(httpx.get(gateway_url + "/metrics", timeout=10).text)
+
+    def service_ms(self, reset: bool = False) -> dict[str, float | None]:
+        return {}  # in the gateway's own process: SANDBOX_LATENCY_MS is all there is
 
     def expected_minimum(self, scenario: str) -> dict[str, int] | None:
         # one batch call per provider operation the page needs

@@ -325,6 +325,8 @@ class Bench:
         cpu = 0.0
         peak = 0.0
         notes: list[str] = []
+        if row.state == "cold":
+            self.providers.service_ms(reset=True)
         for make_spec in runs:
             try:
                 spec = make_spec()
@@ -392,6 +394,8 @@ class Bench:
             "errors": sum(r["errors"] for r in results),
             "cpu_ms_per_request": cpu / served * 1000 if served else None,
             "peak_rss_mb": peak or None,
+            # the providers' own median time per call over this row (cold rows)
+            "provider_ms": self.providers.service_ms() if row.state == "cold" else {},
             "notes": notes,
         }
         self.log(

@@ -94,16 +94,33 @@ def targets(
             c1["p50_ms"] < 1,
             f"{c1['p50_ms']:.2f} ms = {c1['rps']:,.0f} req/s on one connection (peer: 1,545 req/s)",
         )
-    critical = 2 * latency_ms
+    nominal = 2 * latency_ms
     for mode in ("default", "rc-off"):
         cold = _find(rows, scenario="portal-home", mode=mode, state="cold", concurrency=1)
-        if cold is not None:
-            add(
-                f"9(c) cold portal-home p50 <= critical path {critical:.0f} ms + 10 ms [{mode}]",
-                cold["p50_ms"] <= critical + 10,
-                f"{cold['p50_ms']:.1f} ms, +{cold['p50_ms'] - critical:.1f} ms"
-                f" (peer: 90 ms over an 80 ms path)",
-            )
+        if cold is None:
+            continue
+        # The providers' own critical path: billing and help desk need the CRM record's
+        # links, so they come after the CRM call; files need only the customer id, so they
+        # may run beside it. Each call at the median time the fake took to answer it (its
+        # latency plus its own work: moto renders S3's XML listing in several ms).
+        # Nominal: 2 x latency.
+        took = cold.get("provider_ms") or {}
+        crm = took.get("hubspot") or took.get("crm")
+        after = [took.get(p) for p in ("stripe", "zendesk", "billing", "helpdesk") if p in took]
+        beside = [took.get(p) for p in ("s3", "files") if p in took]
+        if crm and after and all(after) and all(beside):
+            critical = max(crm + max(a for a in after if a), *(b for b in beside if b))
+            shown = ", ".join(f"{p} {v:.1f}" for p, v in took.items() if v)
+            how = f"measured at the providers ({shown} ms)"
+        else:
+            critical, how = nominal, "nominal"
+        add(
+            f"9(c) cold portal-home p50 <= critical path + 10 ms [{mode}]",
+            cold["p50_ms"] <= critical + 10,
+            f"{cold['p50_ms']:.1f} ms = critical path {critical:.1f} ms {how}"
+            f" + {cold['p50_ms'] - critical:.1f} ms; over the nominal {nominal:.0f} ms:"
+            f" +{cold['p50_ms'] - nominal:.1f} ms (peer: 90 ms over its 80 ms path)",
+        )
     for scenario in ("portal-home", "staff-50"):
         cold = _find(rows, scenario=scenario, mode="default", state="cold", concurrency=1)
         expected = providers.expected_minimum(scenario)

@@ -7,6 +7,8 @@ one header scan, one body read, one cache round trip and two `send` calls.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import secrets
 import time
@@ -20,6 +22,7 @@ from graphql import OperationType
 
 from gateway import tracing
 from gateway.auth import Authenticator, Viewer
+from gateway.cache.entity import deferred_writes
 from gateway.cache.incoming import IncomingLimits, key_identity
 from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
 from gateway.context import Context, Services
@@ -39,6 +42,8 @@ from gateway.persisted import PersistedDocuments
 from gateway.schema.execution import GraphQLExecutor, operation_type
 
 __all__ = ["GraphQLEndpoint", "GraphQLRequestError"]
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -253,14 +258,26 @@ class GraphQLEndpoint:
 
         context = Context(self.services, viewer, request_id)
         report_cost = bool(extensions and extensions.get("cost"))
-        result = await self.executor.execute(
-            prepared, context, variables, operation_name, report_cost
-        )
+        # entity cache fills run beside the execution; all are done before the answer
+        writes: list[asyncio.Task[None]] = []
+        writes_token = deferred_writes.set(writes)
+        try:
+            result = await self.executor.execute(
+                prepared, context, variables, operation_name, report_cost
+            )
+        finally:
+            deferred_writes.reset(writes_token)
+            if writes:
+                for failed in await asyncio.gather(*writes, return_exceptions=True):
+                    if isinstance(failed, Exception):
+                        log.error("entity cache fill failed", exc_info=failed)
         body = orjson.dumps(result)
         if responses is not None and cache_key is not None and kind is OperationType.QUERY:
             if "errors" in result or "extensions" in result:
                 RESPONSE_CACHE.labels("skip").inc()  # partial or stale answers are never kept
             else:
+                # stored before the answer goes out: a purge the client triggers after
+                # reading it (a mutation, a webhook) must find the entry to drop
                 stored = await responses.put(
                     cache_key, body, context.touched_kinds, context.touched_tags
                 )

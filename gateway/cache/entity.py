@@ -8,6 +8,7 @@ within the process, stale copies served when the provider fails.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,9 +18,16 @@ from gateway.cache.base import CacheBackend, Entry
 from gateway.cache.codec import Codec
 from gateway.observability import CACHE_REQUESTS
 
-__all__ = ["EntityCache", "Fetch", "StaleHit"]
+__all__ = ["EntityCache", "Fetch", "StaleHit", "deferred_writes"]
 
 log = logging.getLogger(__name__)
+
+# Where a request collects its cache fills: set, the write of a fetched batch runs beside
+# the rest of the execution instead of before its values are handed out, and the request
+# awaits the list before it answers (gateway/graphql_http.py). Unset, each fill is awaited.
+deferred_writes: contextvars.ContextVar[list[asyncio.Task[None]] | None] = contextvars.ContextVar(
+    "deferred_writes", default=None
+)
 
 T = TypeVar("T")
 Fetch = Callable[[list[str]], Awaitable[Sequence[Any]]]
@@ -163,7 +171,13 @@ class EntityCache:
             for i, value in enumerate(fresh_values):
                 results[positions[i]] = value
             completed = True
-            await self._store(kind, ids, keys, fetched, codec, tags)
+            writes = deferred_writes.get()
+            if writes is None:
+                await self._store(kind, ids, keys, fetched, codec, tags)
+            else:
+                writes.append(
+                    asyncio.create_task(self._store(kind, ids, keys, fetched, codec, tags))
+                )
         finally:
             for i, key in enumerate(keys):
                 future = self._inflight.pop(key, None)

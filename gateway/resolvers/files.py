@@ -12,7 +12,14 @@ from gateway.domain import Customer, FileDeleted, FileQuery, Page, StoredFile, U
 from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_owner, check_page_args, require_customer, require_viewer
 
-__all__ = ["customer_files", "delete_file", "download_url", "file", "request_file_upload"]
+__all__ = [
+    "customer_files",
+    "delete_file",
+    "download_url",
+    "file",
+    "prefetch_page",
+    "request_file_upload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,20 @@ async def customer_files(
     query = FileQuery(customer_id=customer.id, first=first, after=after)
     page: Page[StoredFile] = await ctx.load(ctx.loaders.file_page, query, path)
     return page
+
+
+def prefetch_page(ctx: Context, customer_id: str, first: int | None, after: Any) -> None:
+    """Start loading a page of the customer's files now; `customer_files` with the same
+    arguments finds it in the request's loader (gateway/schema/prefetch.py)."""
+    first = 20 if first is None else first
+    try:
+        check_page_args(first, after)
+    except BadUserInput:
+        return  # the field itself reports it
+    query = FileQuery(customer_id=customer_id, first=first, after=after)
+    started = ctx.loaders.file_page.load(query)
+    # read here too, so a page nobody awaits (the customer turned out unknown) logs nothing
+    started.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 async def file(ctx: Context, id: str, path: list[Any]) -> StoredFile:

@@ -11,6 +11,7 @@ from strawberry.types import Info
 from gateway import domain
 from gateway.context import Context
 from gateway.resolvers import billing, customers, files, tickets
+from gateway.schema.prefetch import selected_arguments
 from gateway.schema.types import BillingPortalSession, Customer, File, Invoice, Ticket
 
 __all__ = ["Mutation", "Query"]
@@ -24,7 +25,17 @@ def _path(info: Info[Context, Any]) -> list[Any]:
 class Query:
     @strawberry.field(description="The signed-in customer.")
     async def me(self, info: Info[Context, Any]) -> Customer | None:
-        return await customers.me(info.context, _path(info))  # type: ignore[return-value]
+        ctx = info.context
+        customer_id = ctx.viewer.customer_id
+        if customer_id is not None:
+            # a customer's files need only its id: fetched beside the CRM call, not after
+            # it; the CRM load is asked for first, so its call goes out first
+            ctx.loaders.customer.load(customer_id)
+            for arguments in selected_arguments(info._raw_info, "files"):
+                files.prefetch_page(
+                    ctx, customer_id, arguments.get("first"), arguments.get("after")
+                )
+        return await customers.me(ctx, _path(info))  # type: ignore[return-value]
 
     @strawberry.field(description="Staff, services, or the customer itself.")
     async def customer(self, info: Info[Context, Any], id: strawberry.ID) -> Customer | None:

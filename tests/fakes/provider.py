@@ -83,6 +83,7 @@ class Call:
     response_body: bytes = b""
     response_headers: dict[str, str] = field(default_factory=dict)
     faulted: bool = False
+    took: float | None = None  # seconds from arrival to the answer, latency included
 
     def param(self, name: str) -> str | None:
         for key, value in self.params:
@@ -286,6 +287,7 @@ class StatefulFake:
             call.status = answer.status
             call.response_body = content
             call.response_headers = {k.lower(): v for k, v in headers.items()}
+            call.took = time.monotonic() - call.at
             return Response(content, status_code=answer.status, headers=headers)
 
         return endpoint

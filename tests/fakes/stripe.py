@@ -85,6 +85,7 @@ class StripeCall:
     at: float  # time.monotonic() on arrival
     status: int | None = None  # set once answered
     response: Any = None  # the JSON answered (None for an injected malformed body)
+    took: float | None = None  # seconds from arrival to the answer, latency included
 
     def param(self, name: str) -> str | None:
         return next((value for key, value in self.params if key == name), None)
@@ -339,6 +340,7 @@ class FakeStripe:
         finally:
             with self._lock:
                 self.in_flight -= 1
+        call.took = time.monotonic() - call.at
         return response
 
     async def _respond(self, call: StripeCall, fault: Fault | None) -> Response:
