@@ -153,3 +153,34 @@ async def test_unreachable_redis_falls_back_once_and_recovers(
 def test_a_limit_must_allow_a_call() -> None:
     with pytest.raises(ValueError, match="at least one call"):
         RateLimiter("zero", RateLimit(0, 1.0), key="k")
+
+
+async def test_concurrent_callers_share_one_round_trip(redis_url: str, cache_prefix: str) -> None:
+    """Callers of one event-loop turn are served by one script call, in order, each still
+    with its own wait and its own refusal."""
+    client = Redis.from_url(redis_url)
+    try:
+        limiter = RateLimiter(
+            "unit", RateLimit(5, 1.0), key=f"{cache_prefix}ratelimit:batch", redis=client
+        )
+        script = limiter._script
+        assert script is not None
+        calls: list[int] = []
+
+        async def counted(**kwargs: object) -> object:
+            calls.append(1)
+            return await script(**kwargs)  # type: ignore[arg-type]
+
+        limiter._script = counted  # type: ignore[assignment]
+        results = await asyncio.gather(
+            *(limiter.reserve(max_wait=5 if n < 8 else 0.5) for n in range(10)),
+            return_exceptions=True,
+        )
+        assert len(calls) == 1
+        assert results[:5] == [0.0] * 5  # the burst the limit allows
+        assert all(WINDOW - 0.1 < w <= WINDOW for w in results[5:8])  # type: ignore[operator]
+        assert all(isinstance(r, SlotUnavailable) for r in results[8:])  # too far for them
+        assert await client.zcard(f"{cache_prefix}ratelimit:batch") == 8  # refused: not kept
+    finally:
+        await client.delete(f"{cache_prefix}ratelimit:batch")
+        await client.aclose()
