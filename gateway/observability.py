@@ -25,6 +25,7 @@ __all__ = [
     "CACHE_REQUESTS",
     "EVENTS_LAG",
     "EVENTS_PUBLISHED",
+    "OAUTH_GRANT_USABLE",
     "RATE_LIMITED_TOTAL",
     "REQUESTS",
     "REQUEST_SECONDS",
@@ -71,6 +72,12 @@ RATE_LIMITED_TOTAL = Counter(
 )
 WEBHOOKS = Counter("gateway_webhooks_total", "Webhook deliveries", ["provider", "outcome"])
 EVENTS_PUBLISHED = Counter("gateway_events_published_total", "Domain events published", ["type"])
+OAUTH_GRANT_USABLE = Gauge(
+    "gateway_oauth_grant_usable",
+    "1 while the provider's OAuth grant yields access tokens, 0 once it is missing, revoked, "
+    "rejected or unreadable (a person must reconnect the app)",
+    ["source"],
+)
 EVENTS_LAG = Gauge(
     "gateway_events_lag_seconds",
     "Age of the oldest event on the queue not yet acknowledged by a worker (0: none)",

@@ -54,6 +54,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.errors import IntegrationUnavailable
+from gateway.observability import OAUTH_GRANT_USABLE
 from gateway.settings import Settings
 from gateway.upstream.client import UpstreamClient
 
@@ -365,6 +366,7 @@ class OAuthTokens:
     def _adopt(self, grant: _Grant) -> str:
         self._grant = grant
         self._state = "ok"
+        OAUTH_GRANT_USABLE.labels(self.provider).set(1)
         self._failure = None
         return grant.access_token
 
@@ -377,6 +379,7 @@ class OAuthTokens:
                 extra={"provider": self.provider, "oauth_state": failure.state},
             )
         self._state = failure.state
+        OAUTH_GRANT_USABLE.labels(self.provider).set(0)
         self._failure = failure
         self._recheck_at = self._clock() + RECHECK_INTERVAL
         if failure.state == "revoked" and self._grant is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -228,6 +229,7 @@ async def test_revoked_refresh_token_fails_clearly_on_every_replica(
     assert failure.value.retryable is False
     assert VARIABLE in failure.value.message
     assert tokens.state == "revoked"
+    assert _usable("example") == 0  # what GatewayOAuthGrantUnusable alerts on
     calls = len(auth.refreshes)
     with pytest.raises(IntegrationUnavailable):
         await ping(tokens, api)  # fails at once: the token endpoint is not asked again
@@ -242,6 +244,11 @@ async def test_revoked_refresh_token_fails_clearly_on_every_replica(
     reconnected = make_tokens(auth.connect(), redis=redis_client)
     assert await ping(reconnected, api) == 200
     assert reconnected.state == "ok"
+    assert _usable("example") == 1
+
+
+def _usable(source: str) -> float | None:
+    return REGISTRY.get_sample_value("gateway_oauth_grant_usable", {"source": source})
 
 
 async def test_without_redis_the_grant_lives_in_the_process(
