@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import msgspec
@@ -26,13 +26,13 @@ from redis.asyncio import Redis
 from gateway.domain import Customer, ProfileChanges
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
 from gateway.settings import RateLimit, Settings
+from gateway.sources.answers import ProviderAnswers, decode_or_none
+from gateway.sources.fanout import chunks
 from gateway.upstream import BreakerState, RateLimiter, SlotUnavailable, UpstreamClient
 
 __all__ = ["BATCH_SIZE", "SEARCH_RATE", "HubSpotCrm"]
 
 log = logging.getLogger("gateway.sources.hubspot")
-
-T = TypeVar("T")
 
 # HubSpot's limits: 100 inputs per batch read, 100 values per IN filter.
 BATCH_SIZE = 100
@@ -106,14 +106,11 @@ def _text(properties: Mapping[str, Any], name: str) -> str | None:
     return value.strip() or None
 
 
-def _chunks(values: Sequence[str], size: int) -> list[list[str]]:
-    return [list(values[i : i + size]) for i in range(0, len(values), size)]
-
-
 class HubSpotCrm:
     """The CRM protocol of gateway.sources.base over HubSpot's CRM v3 objects API."""
 
     name = "hubspot"
+    _answers = ProviderAnswers(name, log)
 
     def __init__(
         self,
@@ -163,7 +160,7 @@ class HubSpotCrm:
     async def customers(self, ids: Sequence[str]) -> list[Customer | Exception | None]:
         """Customers by HubSpot record id: one batch read per 100 distinct ids."""
         wanted = [id for id in dict.fromkeys(ids) if _object_id(id)]
-        batches = _chunks(wanted, BATCH_SIZE)
+        batches = chunks(wanted, BATCH_SIZE)
         answers = await asyncio.gather(
             *(self._read(batch) for batch in batches), return_exceptions=True
         )
@@ -197,7 +194,7 @@ class HubSpotCrm:
             return dict.fromkeys(batch)
         if status not in (200, 207):
             raise self._failure(response, operation)
-        answer = self._decode(response, _BatchAnswer, operation)
+        answer = self._answers.decode(response, _BatchAnswer, operation)
         out: dict[str, _Record | Exception | None] = dict.fromkeys(batch)
         for record in answer.results:
             if record.id in out:
@@ -244,7 +241,7 @@ class HubSpotCrm:
         # HubSpot's IN operator wants string values in lower case and matches regardless
         # of case, so the ids are compared in lower case too.
         wanted = list(dict.fromkeys(e.strip().lower() for e in external_ids if e.strip()))
-        batches = _chunks(wanted, BATCH_SIZE)
+        batches = chunks(wanted, BATCH_SIZE)
         answers = await asyncio.gather(
             *(self._search(prop, batch) for batch in batches), return_exceptions=True
         )
@@ -280,7 +277,7 @@ class HubSpotCrm:
             )
             if response.status_code != 200:
                 raise self._failure(response, operation)
-            answer = self._decode(response, _SearchAnswer, operation)
+            answer = self._answers.decode(response, _SearchAnswer, operation)
             for record in answer.results:
                 value = _text(record.properties, prop)
                 key = value.lower() if value else None
@@ -330,7 +327,7 @@ class HubSpotCrm:
             raise self._rejected(response, operation)
         if status != 200:
             raise self._failure(response, operation)
-        written = self._decode(response, _Record, operation)
+        written = self._answers.decode(response, _Record, operation)
         stored = {**current.properties, **properties}
         # HubSpot's answer wins for what it returned (it may normalise what we sent)
         stored.update({k: v for k, v in written.properties.items() if k in stored})
@@ -361,7 +358,7 @@ class HubSpotCrm:
 
     def _rejected(self, response: httpx.Response, operation: str) -> Exception:
         """A 400 on a write: BAD_USER_INPUT when HubSpot names a field we sent, else ours."""
-        answer = self._error_answer(response)
+        answer = decode_or_none(response, _ErrorAnswer)
         if answer is not None and answer.category == "VALIDATION_ERROR":
             fields = {self._fields.get(p) for p in _rejected_properties(answer)}
             fields.discard(None)
@@ -373,57 +370,24 @@ class HubSpotCrm:
 
     # -- answers -------------------------------------------------------------------------
 
-    def _decode(self, response: httpx.Response, kind: type[T], operation: str) -> T:
-        try:
-            return msgspec.json.decode(response.content, type=kind)
-        except msgspec.DecodeError:  # ValidationError included: a shape we do not know
-            log.warning(
-                "hubspot answered an unreadable body",
-                extra={
-                    "provider": self.name,
-                    "operation": operation,
-                    "status": response.status_code,
-                },
-            )
-            raise IntegrationUnavailable(
-                self.name, "hubspot answered something the gateway could not read"
-            ) from None
-
-    def _error_answer(self, response: httpx.Response) -> _ErrorAnswer | None:
-        try:
-            return msgspec.json.decode(response.content, type=_ErrorAnswer)
-        except msgspec.DecodeError:
-            return None
-
     def _error_category(self, response: httpx.Response) -> str:
-        answer = self._error_answer(response)
+        answer = decode_or_none(response, _ErrorAnswer)
         return answer.category if answer is not None else ""
 
     def _failure(self, response: httpx.Response, operation: str) -> IntegrationUnavailable:
         """Any other provider answer: our request or our credentials are wrong."""
-        self._log_error(response, operation, self._error_answer(response))
-        status = response.status_code
-        if status in (401, 403):
-            return IntegrationUnavailable(
-                self.name, "hubspot rejected the gateway's credentials", retryable=False
-            )
-        return IntegrationUnavailable(
-            self.name, f"hubspot refused the request (HTTP {status})", retryable=False
-        )
+        self._log_error(response, operation, decode_or_none(response, _ErrorAnswer))
+        return self._answers.refused(response.status_code)
 
     def _log_error(
         self, response: httpx.Response, operation: str, answer: _ErrorAnswer | None
     ) -> None:
         # The category and correlation id are what HubSpot support asks for; the message
         # can quote the values we sent, so it stays out of the logs.
-        log.warning(
-            "hubspot %s answered HTTP %d",
+        self._answers.log_refusal(
+            response,
             operation,
-            response.status_code,
-            extra={
-                "provider": self.name,
-                "operation": operation,
-                "status": response.status_code,
+            {
                 "category": answer.category if answer else None,
                 "correlation_id": answer.correlation_id if answer else None,
             },

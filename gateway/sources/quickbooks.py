@@ -28,33 +28,30 @@ on the pages being answered.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from decimal import Decimal
+from functools import partial
+from typing import Any
 from urllib.parse import quote
 
 import msgspec
 from redis.asyncio import Redis
 
-from gateway.domain import (
-    BillingPortalSession,
-    Invoice,
-    InvoiceQuery,
-    InvoiceStatus,
-    Page,
-    Subscription,
-)
-from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
+from gateway.domain import BillingPortalSession, Invoice, InvoiceQuery, InvoiceStatus, Page
+from gateway.errors import IntegrationUnavailable, NotFound
 from gateway.settings import Settings
+from gateway.sources.fanout import chunks, each
 from gateway.sources.money import minor_units
-from gateway.sources.sandbox import paginate
-from gateway.upstream import BreakerState, UpstreamClient
-from gateway.upstream.oauth import OAuthCredentials, OAuthTokens, TokenState
+from gateway.sources.oauth_billing import (
+    OAuthBilling,
+    UnreadableInvoice,
+    amount,
+    oauth_credentials,
+)
+from gateway.upstream import UpstreamClient
 
 __all__ = [
     "CONCURRENCY",
@@ -79,13 +76,6 @@ CONCURRENCY = 10
 # Intuit ids are positive integers, as strings; anything else is not a QuickBooks id.
 _ID = re.compile(r"^[1-9][0-9]{0,19}$")
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class UnreadableInvoice(Exception):
-    """A QuickBooks invoice without a field the gateway needs."""
-
 
 def quote_literal(value: str) -> str:
     """`value` as a string literal of Intuit's query language (backslash escapes)."""
@@ -97,61 +87,34 @@ def _select(entity: str, where: str, tail: str = "") -> str:
     return f"select * from {entity} where {where}{tail}"  # noqa: S608 - values are escaped
 
 
-class QuickBooksBilling:
+class QuickBooksBilling(OAuthBilling):
     """BillingSource over the QuickBooks Online accounting API."""
 
     name = SOURCE
+    _log = log
+    _ids_per_call = IDS_PER_QUERY
+    _id = _ID
+    _forbidden = "quickbooks refused access to the company (QUICKBOOKS_REALM_ID)"
 
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         """`redis` shares the OAuth grant and the rate limit with every replica."""
-        client_id = settings.quickbooks_client_id
-        client_secret = settings.quickbooks_client_secret
-        realm = settings.quickbooks_realm_id
-        if not client_id or client_secret is None or not realm:
-            missing = [
-                variable
-                for variable, value in (
-                    ("QUICKBOOKS_CLIENT_ID", client_id),
-                    ("QUICKBOOKS_CLIENT_SECRET", client_secret),
-                    ("QUICKBOOKS_REALM_ID", realm),
-                )
-                if not value
-            ]
-            raise ValueError(f"BILLING_SOURCE=quickbooks needs {', '.join(missing)}")
-        self._client = UpstreamClient(
+        credentials, realm = oauth_credentials(
+            SOURCE,
+            client_id=settings.quickbooks_client_id,
+            client_secret=settings.quickbooks_client_secret,
+            account=("QUICKBOOKS_REALM_ID", settings.quickbooks_realm_id),
+            token_url=settings.quickbooks_token_url,
+            refresh_token=settings.quickbooks_refresh_token,
+        )
+        client = UpstreamClient(
             SOURCE,
             base_url=settings.quickbooks_api_base,
             settings=settings,
             redis=redis,
             headers={"Accept": "application/json"},
         )
-        self._tokens = OAuthTokens(
-            OAuthCredentials(
-                provider=SOURCE,
-                token_url=settings.quickbooks_token_url,
-                client_id=client_id,
-                client_secret=client_secret,
-                refresh_token=settings.quickbooks_refresh_token,
-                refresh_token_variable="QUICKBOOKS_REFRESH_TOKEN",
-            ),
-            settings=settings,
-            redis=redis,
-        )
+        super().__init__(settings, redis, client, credentials, concurrency=CONCURRENCY)
         self._query_path = f"/v3/company/{quote(realm, safe='')}/query"
-        self._slots = asyncio.Semaphore(CONCURRENCY)
-
-    @property
-    def breaker_state(self) -> BreakerState:
-        return self._client.breaker_state
-
-    @property
-    def auth_state(self) -> TokenState:
-        """The OAuth grant: "ok", or why billing cannot be read ("revoked", ...)."""
-        return self._tokens.state
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-        await self._tokens.aclose()
 
     # -- BillingSource -------------------------------------------------------------------
 
@@ -159,30 +122,8 @@ class QuickBooksBilling:
         self, queries: Sequence[InvoiceQuery]
     ) -> list[Page[Invoice] | Exception]:
         """Every invoice of the queried customers, 30 customers a query; paged here."""
-        customers = list(dict.fromkeys(q.billing_id for q in queries if _ID.match(q.billing_id)))
-        chunks = [customers[i : i + IDS_PER_QUERY] for i in range(0, len(customers), IDS_PER_QUERY)]
-        found = await _each(chunks, self._invoices_of)
-        by_customer: dict[str, list[Invoice] | Exception] = {}
         payments: dict[str, list[str]] = {}
-        for chunk, result in zip(chunks, found, strict=True):
-            if not isinstance(result, Exception):
-                payments.update(result[1])
-            for customer in chunk:
-                by_customer[customer] = (
-                    result if isinstance(result, Exception) else result[0].get(customer, [])
-                )
-        pages: list[Page[Invoice] | Exception] = []
-        for query in queries:
-            invoices = by_customer.get(query.billing_id, [])
-            if isinstance(invoices, Exception):
-                pages.append(invoices)
-                continue
-            if query.after is not None and not query.after.isdigit():
-                pages.append(BadUserInput("after must be a cursor from a previous page", "after"))
-                continue
-            if query.status is not None:
-                invoices = [i for i in invoices if i.status is query.status]
-            pages.append(paginate(invoices, query.first, query.after))
+        pages = await self._pages_from(queries, partial(self._invoices_of, payments=payments))
         shown = [i for page in pages if isinstance(page, Page) for i in page.items]
         paid = await self._paid_dates(shown, payments)
         return [
@@ -195,38 +136,15 @@ class QuickBooksBilling:
         ]
 
     async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
-        wanted = list(dict.fromkeys(i for i in ids if _ID.match(i)))
-        chunks = [wanted[i : i + IDS_PER_QUERY] for i in range(0, len(wanted), IDS_PER_QUERY)]
-        found = await _each(chunks, self._invoices_by_id)
-        by_id: dict[str, Invoice | Exception] = {}
         payments: dict[str, list[str]] = {}
-        for chunk, result in zip(chunks, found, strict=True):
-            if not isinstance(result, Exception):
-                payments.update(result[1])
-            for invoice_id in chunk:
-                if isinstance(result, Exception):
-                    by_id[invoice_id] = result
-                elif invoice_id in result[0]:
-                    by_id[invoice_id] = result[0][invoice_id]
-        shown = [i for i in by_id.values() if isinstance(i, Invoice)]
-        paid = await self._paid_dates(shown, payments)
-        for invoice_id, date_paid in paid.items():
-            found_invoice = by_id[invoice_id]
-            if isinstance(found_invoice, Invoice):
-                by_id[invoice_id] = msgspec.structs.replace(found_invoice, paid_at=date_paid)
-        return [by_id.get(i) for i in ids]
-
-    async def subscriptions(
-        self, billing_ids: Sequence[str]
-    ) -> list[list[Subscription] | Exception]:
-        """QuickBooks has no subscriptions: [] for everyone, without a call."""
-        return [[] for _ in billing_ids]
-
-    async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
-        unique = list(dict.fromkeys(emails))
-        found = await _each(unique, self._customer_by_email)
-        by_email = dict(zip(unique, found, strict=True))
-        return [by_email[email] for email in emails]
+        found = await self._invoices_from(ids, partial(self._invoices_by_id, payments=payments))
+        paid = await self._paid_dates([i for i in found if isinstance(i, Invoice)], payments)
+        return [
+            msgspec.structs.replace(i, paid_at=paid[i.id])
+            if isinstance(i, Invoice) and i.id in paid
+            else i
+            for i in found
+        ]
 
     async def check(self) -> None:
         """`portal-gateway check`: a token and one query for an invoice no company has."""
@@ -241,13 +159,13 @@ class QuickBooksBilling:
     # -- calls ---------------------------------------------------------------------------
 
     async def _invoices_of(
-        self, customers: list[str]
-    ) -> tuple[dict[str, list[Invoice]], dict[str, list[str]]]:
-        """Every invoice of up to 30 customers, newest first per customer; and the payment
-        ids of the paid ones."""
+        self, customers: list[str], payments: dict[str, list[str]]
+    ) -> dict[str, list[Invoice]]:
+        """Every invoice of up to 30 customers, newest first per customer; the payment ids
+        of the paid ones go into `payments` once all are read."""
         listed = ",".join(quote_literal(c) for c in customers)
         invoices: list[Invoice] = []
-        payments: dict[str, list[str]] = {}
+        linked: dict[str, list[str]] = {}
         start = 1
         while True:
             # Ordered by a field that never changes, so no invoice moves between pages
@@ -262,24 +180,27 @@ class QuickBooksBilling:
                 ),
                 "invoices.query",
             )
-            invoices.extend(_invoices(rows, payments))
+            invoices.extend(self._invoices(rows, linked))
             if len(rows) < PAGE_SIZE:
                 break
             start += PAGE_SIZE
         grouped: dict[str, list[Invoice]] = {}
         for invoice in sorted(invoices, key=_newest_first):
             grouped.setdefault(invoice.billing_customer_id, []).append(invoice)
-        return grouped, payments
+        payments.update(linked)
+        return grouped
 
     async def _invoices_by_id(
-        self, ids: list[str]
-    ) -> tuple[dict[str, Invoice], dict[str, list[str]]]:
+        self, ids: list[str], payments: dict[str, list[str]]
+    ) -> dict[str, Invoice]:
         listed = ",".join(quote_literal(i) for i in ids)
         rows = await self._query(
             "Invoice", _select("Invoice", f"Id in ({listed})"), "invoices.retrieve"
         )
-        payments: dict[str, list[str]] = {}
-        return {invoice.id: invoice for invoice in _invoices(rows, payments)}, payments
+        linked: dict[str, list[str]] = {}
+        found = {invoice.id: invoice for invoice in self._invoices(rows, linked)}
+        payments.update(linked)
+        return found
 
     async def _paid_dates(
         self, invoices: Sequence[Invoice], payments: Mapping[str, list[str]]
@@ -296,9 +217,8 @@ class QuickBooksBilling:
         ids = sorted({p for linked in wanted.values() for p in linked}, key=int)
         if not ids:
             return {}
-        chunks = [ids[i : i + IDS_PER_QUERY] for i in range(0, len(ids), IDS_PER_QUERY)]
         dates: dict[str, datetime] = {}
-        for result in await _each(chunks, self._payment_dates):
+        for result in await each(chunks(ids, IDS_PER_QUERY), self._payment_dates):
             if isinstance(result, Exception):
                 log.warning(
                     "quickbooks: payment dates unavailable: %s",
@@ -326,7 +246,7 @@ class QuickBooksBilling:
                 out[row["Id"]] = when
         return out
 
-    async def _customer_by_email(self, email: str) -> str | None:
+    async def _billing_id_of(self, email: str) -> str | None:
         rows = await self._query(
             "Customer",
             _select("Customer", f"PrimaryEmailAddr = {quote_literal(email)}"),
@@ -346,13 +266,7 @@ class QuickBooksBilling:
         params = {"query": statement, "minorversion": MINOR_VERSION}
         if entity == "Invoice":
             params["include"] = "invoiceLink"
-        async with self._slots:
-            response = await self._tokens.request(
-                self._client, "GET", self._query_path, operation=operation, params=params
-            )
-        body = _json(response.content)
-        if response.status_code != 200:
-            raise _refused(response.status_code, body, operation)
+        body = await self._read(self._query_path, params, operation)
         answer = body.get("QueryResponse") if isinstance(body, dict) else None
         rows = answer.get(entity, []) if isinstance(answer, dict) else None
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -362,52 +276,35 @@ class QuickBooksBilling:
             )
         return rows
 
+    def _invoices(
+        self, rows: list[dict[str, Any]], payments: dict[str, list[str]]
+    ) -> list[Invoice]:
+        """The readable invoices of `rows`; the ids of each one's payments go into `payments`."""
+        out: list[Invoice] = []
+        for row, invoice in self._readable(rows, invoice_from_quickbooks, "Id"):
+            out.append(invoice)
+            linked = row.get("LinkedTxn")
+            if isinstance(linked, list):
+                payments[invoice.id] = [
+                    str(txn["TxnId"])
+                    for txn in linked
+                    if isinstance(txn, dict)
+                    and txn.get("TxnType") == "Payment"
+                    and _ID.match(str(txn.get("TxnId")))
+                ]
+        return out
 
-def _json(content: bytes) -> Any:
-    # Decimal, so an amount is exactly what QuickBooks sent.
-    try:
-        return json.loads(content, parse_float=Decimal)
-    except ValueError:
-        return None
-
-
-def _refused(status: int, body: Any, operation: str) -> IntegrationUnavailable:
-    """The error for a QuickBooks answer other than 200 (the client raised for 5xx and 429)."""
-    fault = body.get("Fault") if isinstance(body, dict) else None
-    errors = fault.get("Error") if isinstance(fault, dict) else None
-    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
-    code = str(first.get("code") or "")
-    # Intuit's Detail can quote the statement, so the log keeps the code and the type.
-    log.error(
-        "quickbooks %s refused: HTTP %s",
-        operation,
-        status,
-        extra={
-            "provider": SOURCE,
-            "operation": operation,
-            "status": status,
-            "intuit_code": code,
+    def _fault(self, body: Any) -> dict[str, Any]:
+        # Intuit's Detail can quote the statement, so the log keeps the code and the type.
+        fault = body.get("Fault") if isinstance(body, dict) else None
+        errors = fault.get("Error") if isinstance(fault, dict) else None
+        first = (
+            errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+        )
+        return {
+            "intuit_code": str(first.get("code") or ""),
             "intuit_fault": fault.get("type") if isinstance(fault, dict) else None,
-        },
-    )
-    if status == 403:
-        message = "quickbooks refused access to the company (QUICKBOOKS_REALM_ID)"
-    else:
-        message = f"quickbooks refused the gateway's request (HTTP {status})"
-    return IntegrationUnavailable(SOURCE, message, retryable=False)
-
-
-async def _each(items: Sequence[K], fetch: Callable[[K], Awaitable[V]]) -> list[V | Exception]:
-    """`fetch` for every item at once (the adapter's semaphore bounds the calls); a
-    failure is its item's answer."""
-
-    async def one(item: K) -> V | Exception:
-        try:
-            return await fetch(item)
-        except Exception as exc:
-            return exc
-
-    return list(await asyncio.gather(*(one(item) for item in items)))
+        }
 
 
 def _newest_first(invoice: Invoice) -> tuple[float, int, str]:
@@ -416,47 +313,7 @@ def _newest_first(invoice: Invoice) -> tuple[float, int, str]:
     return (-invoice.created_at.timestamp(), -number, invoice.id)
 
 
-def _invoices(rows: list[dict[str, Any]], payments: dict[str, list[str]]) -> list[Invoice]:
-    """The readable invoices of `rows`; the ids of each one's payments go into `payments`."""
-    out: list[Invoice] = []
-    for row in rows:
-        try:
-            invoice = invoice_from_quickbooks(row)
-        except UnreadableInvoice as exc:
-            # One odd record must not cost every customer of the batch their invoices.
-            log.warning(
-                "quickbooks: skipped an invoice: %s",
-                exc,
-                extra={"provider": SOURCE, "object_id": row.get("Id")},
-            )
-            continue
-        out.append(invoice)
-        linked = row.get("LinkedTxn")
-        if isinstance(linked, list):
-            payments[invoice.id] = [
-                str(txn["TxnId"])
-                for txn in linked
-                if isinstance(txn, dict)
-                and txn.get("TxnType") == "Payment"
-                and _ID.match(str(txn.get("TxnId")))
-            ]
-    return out
-
-
 # -- QuickBooks JSON -> domain models -------------------------------------------------------
-
-
-def _amount(row: Mapping[str, Any], key: str) -> Decimal:
-    value = row.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
-        raise UnreadableInvoice(f"'{key}' is not a number")
-    try:
-        amount = Decimal(str(value)) if not isinstance(value, Decimal) else value
-    except InvalidOperation:
-        raise UnreadableInvoice(f"'{key}' is not a number") from None
-    if not amount.is_finite():
-        raise UnreadableInvoice(f"'{key}' is not a number")
-    return amount
 
 
 def _ref(row: Mapping[str, Any], key: str) -> str:
@@ -497,8 +354,8 @@ def invoice_from_quickbooks(row: Mapping[str, Any]) -> Invoice:
     if not isinstance(invoice_id, str) or not _ID.match(invoice_id):
         raise UnreadableInvoice("no Id")
     currency = _ref(row, "CurrencyRef").lower()
-    total = _amount(row, "TotalAmt")
-    balance = _amount(row, "Balance")
+    total = amount(row, "TotalAmt")
+    balance = amount(row, "Balance")
     meta = row.get("MetaData")
     created = _date(row.get("TxnDate")) or (
         _date(meta.get("CreateTime")) if isinstance(meta, Mapping) else None

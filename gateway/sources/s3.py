@@ -48,6 +48,7 @@ from gateway.domain import DomainEvent, FileQuery, FileUploaded, Page, StoredFil
 from gateway.errors import BadUserInput, IntegrationUnavailable
 from gateway.observability import UPSTREAM_REQUESTS, UPSTREAM_SECONDS, count_upstream_call
 from gateway.settings import Settings
+from gateway.sources.fanout import each
 from gateway.sources.local_files import decode_file_id, encode_file_id, safe_name
 from gateway.sources.sigv4 import QueryPresigner
 from gateway.upstream import POOL_SIZE, BreakerState, CircuitBreaker
@@ -76,8 +77,6 @@ _CREDENTIAL_CODES = frozenset(
 )
 
 T = TypeVar("T")
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 class _Missing(Exception):
@@ -160,11 +159,11 @@ class S3FileStore:
 
     async def file_pages(self, queries: Sequence[FileQuery]) -> list[Page[StoredFile] | Exception]:
         """One `ListObjectsV2` per customer folder, CONCURRENCY at a time."""
-        return await _each(queries, self._page)
+        return await each(queries, self._page, CONCURRENCY)
 
     async def files(self, ids: Sequence[str]) -> list[StoredFile | Exception | None]:
         """One `HeadObject` per id; ids that do not decode cost no call."""
-        return await _each(ids, self._head)
+        return await each(ids, self._head, CONCURRENCY)
 
     def download_url(self, file: StoredFile, expires_in: int) -> str:
         """A presigned GET, valid `expires_in` seconds (at most FILES_URL_MAX_TTL); no call."""
@@ -401,20 +400,6 @@ def _aware(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return datetime.now(UTC)
-
-
-async def _each(items: Sequence[K], fetch: Callable[[K], Awaitable[V]]) -> list[V | Exception]:
-    """`fetch` for every item, CONCURRENCY at a time; a failure is its item's answer."""
-    semaphore = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(item: K) -> V | Exception:
-        async with semaphore:
-            try:
-                return await fetch(item)
-            except Exception as exc:
-                return exc
-
-    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 # -- upload completion: S3 event notifications through SQS -----------------------------------

@@ -36,6 +36,7 @@ from gateway.domain import (
 )
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
 from gateway.settings import Settings
+from gateway.sources.fanout import each
 from gateway.upstream import BreakerState, UpstreamClient, parse_retry_after
 
 __all__ = [
@@ -66,7 +67,6 @@ _STATUSES = {status.value.lower(): status for status in InvoiceStatus}
 # What is owed now (DESIGN 11): a draft is not a bill yet; paid and void owe nothing.
 _OWES = frozenset({InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE})
 
-K = TypeVar("K")
 V = TypeVar("V")
 
 # The operation of the SDK call in progress, for the upstream client's metrics and logs.
@@ -166,18 +166,18 @@ class StripeBilling:
         self, queries: Sequence[InvoiceQuery]
     ) -> list[Page[Invoice] | Exception]:
         """One `GET /v1/invoices` per query, CONCURRENCY at a time."""
-        return await _each(queries, self._invoice_page)
+        return await each(queries, self._invoice_page, CONCURRENCY)
 
     async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
-        return await _each(ids, self._invoice)
+        return await each(ids, self._invoice, CONCURRENCY)
 
     async def subscriptions(
         self, billing_ids: Sequence[str]
     ) -> list[list[Subscription] | Exception]:
-        return await _each(billing_ids, self._subscriptions_of)
+        return await each(billing_ids, self._subscriptions_of, CONCURRENCY)
 
     async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
-        return await _each(emails, self._billing_id_of)
+        return await each(emails, self._billing_id_of, CONCURRENCY)
 
     async def create_portal_session(self, billing_id: str, return_url: str) -> BillingPortalSession:
         """`POST /v1/billing_portal/sessions` with an idempotency key of its own."""
@@ -427,20 +427,6 @@ def _parse(
             extra={"provider": SOURCE, "operation": operation, "object_id": data.get("id")},
         )
         return None
-
-
-async def _each(items: Sequence[K], fetch: Callable[[K], Awaitable[V]]) -> list[V | Exception]:
-    """`fetch` for every item, CONCURRENCY at a time; a failure is its item's answer."""
-    semaphore = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(item: K) -> V | Exception:
-        async with semaphore:
-            try:
-                return await fetch(item)
-            except Exception as exc:
-                return exc
-
-    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 # -- Stripe objects -> domain models ------------------------------------------------------

@@ -30,38 +30,28 @@ response saying `X-MinLimit-Remaining: 0` fills the limiter's current minute, an
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.domain import (
-    BillingPortalSession,
-    Invoice,
-    InvoiceQuery,
-    InvoiceStatus,
-    Page,
-    Subscription,
-)
-from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
+from gateway.domain import BillingPortalSession, Invoice, InvoiceQuery, InvoiceStatus, Page
+from gateway.errors import IntegrationUnavailable, NotFound
 from gateway.settings import RateLimit, Settings
 from gateway.sources.money import minor_units
-from gateway.sources.sandbox import paginate
-from gateway.upstream import (
-    BreakerState,
-    RateLimiter,
-    SlotUnavailable,
-    UpstreamClient,
-    parse_retry_after,
+from gateway.sources.oauth_billing import (
+    OAuthBilling,
+    UnreadableInvoice,
+    amount,
+    oauth_credentials,
 )
-from gateway.upstream.oauth import OAuthCredentials, OAuthTokens, TokenState
+from gateway.upstream import RateLimiter, SlotUnavailable, UpstreamClient, parse_retry_after
 
 __all__ = [
     "CONCURRENCY",
@@ -99,18 +89,15 @@ _SALES = 'Type=="ACCREC"'
 _PAUSE_KEY = "ratelimit:xero:pause"
 _REDIS_TIMEOUT = 0.5
 
-K = TypeVar("K")
-V = TypeVar("V")
 
-
-class UnreadableInvoice(Exception):
-    """A Xero invoice without a field the gateway needs."""
-
-
-class XeroBilling:
+class XeroBilling(OAuthBilling):
     """BillingSource over Xero's Accounting API."""
 
     name = SOURCE
+    _log = log
+    _ids_per_call = IDS_PER_CALL
+    _id = _UUID
+    _forbidden = "xero refused access to the organisation (XERO_TENANT_ID is not connected)"
 
     def __init__(
         self,
@@ -120,23 +107,17 @@ class XeroBilling:
         day_limit: RateLimit = DAY_LIMIT,
     ) -> None:
         """`redis` shares the grant, both budgets and the pause with every replica."""
-        client_id = settings.xero_client_id
-        client_secret = settings.xero_client_secret
-        tenant = settings.xero_tenant_id
-        if not client_id or client_secret is None or not tenant:
-            missing = [
-                variable
-                for variable, value in (
-                    ("XERO_CLIENT_ID", client_id),
-                    ("XERO_CLIENT_SECRET", client_secret),
-                    ("XERO_TENANT_ID", tenant),
-                )
-                if not value
-            ]
-            raise ValueError(f"BILLING_SOURCE=xero needs {', '.join(missing)}")
+        credentials, tenant = oauth_credentials(
+            SOURCE,
+            client_id=settings.xero_client_id,
+            client_secret=settings.xero_client_secret,
+            account=("XERO_TENANT_ID", settings.xero_tenant_id),
+            token_url=settings.xero_token_url,
+            refresh_token=settings.xero_refresh_token,
+        )
         self._settings = settings
         self._pause = _Pause(redis, f"{settings.cache_prefix}{_PAUSE_KEY}")
-        self._client = UpstreamClient(
+        client = UpstreamClient(
             SOURCE,
             base_url=settings.xero_api_base,
             settings=settings,
@@ -151,32 +132,7 @@ class XeroBilling:
             redis=redis,
             margin=0.0,
         )
-        self._tokens = OAuthTokens(
-            OAuthCredentials(
-                provider=SOURCE,
-                token_url=settings.xero_token_url,
-                client_id=client_id,
-                client_secret=client_secret,
-                refresh_token=settings.xero_refresh_token,
-                refresh_token_variable="XERO_REFRESH_TOKEN",
-            ),
-            settings=settings,
-            redis=redis,
-        )
-        self._slots = asyncio.Semaphore(CONCURRENCY)
-
-    @property
-    def breaker_state(self) -> BreakerState:
-        return self._client.breaker_state
-
-    @property
-    def auth_state(self) -> TokenState:
-        """The OAuth grant: "ok", or why billing cannot be read ("revoked", ...)."""
-        return self._tokens.state
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-        await self._tokens.aclose()
+        super().__init__(settings, redis, client, credentials, concurrency=CONCURRENCY)
 
     # -- BillingSource -------------------------------------------------------------------
 
@@ -184,53 +140,10 @@ class XeroBilling:
         self, queries: Sequence[InvoiceQuery]
     ) -> list[Page[Invoice] | Exception]:
         """Every sales invoice of the queried contacts, 40 contacts a call; paged here."""
-        contacts = list(dict.fromkeys(q.billing_id for q in queries if _UUID.match(q.billing_id)))
-        chunks = [contacts[i : i + IDS_PER_CALL] for i in range(0, len(contacts), IDS_PER_CALL)]
-        found = await _each(chunks, self._invoices_of)
-        by_contact: dict[str, list[Invoice] | Exception] = {}
-        for chunk, result in zip(chunks, found, strict=True):
-            for contact in chunk:
-                by_contact[contact] = (
-                    result if isinstance(result, Exception) else result.get(contact, [])
-                )
-        pages: list[Page[Invoice] | Exception] = []
-        for query in queries:
-            invoices = by_contact.get(query.billing_id, [])
-            if isinstance(invoices, Exception):
-                pages.append(invoices)
-                continue
-            if query.after is not None and not query.after.isdigit():
-                pages.append(BadUserInput("after must be a cursor from a previous page", "after"))
-                continue
-            if query.status is not None:
-                invoices = [i for i in invoices if i.status is query.status]
-            pages.append(paginate(invoices, query.first, query.after))
-        return pages
+        return await self._pages_from(queries, self._invoices_of)
 
     async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
-        wanted = list(dict.fromkeys(i for i in ids if _UUID.match(i)))
-        chunks = [wanted[i : i + IDS_PER_CALL] for i in range(0, len(wanted), IDS_PER_CALL)]
-        found = await _each(chunks, self._invoices_by_id)
-        by_id: dict[str, Invoice | Exception] = {}
-        for chunk, result in zip(chunks, found, strict=True):
-            for invoice_id in chunk:
-                if isinstance(result, Exception):
-                    by_id[invoice_id] = result
-                elif invoice_id.lower() in result:
-                    by_id[invoice_id] = result[invoice_id.lower()]
-        return [by_id.get(i) for i in ids]
-
-    async def subscriptions(
-        self, billing_ids: Sequence[str]
-    ) -> list[list[Subscription] | Exception]:
-        """Xero has no subscriptions: [] for everyone, without a call."""
-        return [[] for _ in billing_ids]
-
-    async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
-        unique = list(dict.fromkeys(emails))
-        found = await _each(unique, self._contact_by_email)
-        by_email = dict(zip(unique, found, strict=True))
-        return [by_email[email] for email in emails]
+        return await self._invoices_from(ids, self._invoices_by_id)
 
     async def check(self) -> None:
         """`portal-gateway check`: a token and one call for an invoice no one has."""
@@ -259,7 +172,7 @@ class XeroBilling:
                 "invoices.list",
             )
             rows = _rows(body, "Invoices")
-            invoices.extend(_invoices(rows))
+            invoices.extend(self._invoices(rows))
             pagination = body.get("pagination")
             count = pagination.get("pageCount") if isinstance(pagination, dict) else None
             if len(rows) < PAGE_SIZE or (isinstance(count, int) and page >= count):
@@ -273,9 +186,9 @@ class XeroBilling:
 
     async def _invoices_by_id(self, ids: list[str]) -> dict[str, Invoice]:
         body = await self._get("/Invoices", {"IDs": ",".join(ids)}, "invoices.retrieve")
-        return {invoice.id.lower(): invoice for invoice in _invoices(_rows(body, "Invoices"))}
+        return {invoice.id.lower(): invoice for invoice in self._invoices(_rows(body, "Invoices"))}
 
-    async def _contact_by_email(self, email: str) -> str | None:
+    async def _billing_id_of(self, email: str) -> str | None:
         body = await self._get(
             "/Contacts", {"searchTerm": email, "summaryOnly": "true"}, "contacts.search"
         )
@@ -293,17 +206,24 @@ class XeroBilling:
     async def _get(self, path: str, params: Mapping[str, Any], operation: str) -> dict[str, Any]:
         """One GET within Xero's budgets; the JSON object it answers."""
         await self._wait_for_budget()
-        async with self._slots:
-            response = await self._tokens.request(
-                self._client, "GET", path, operation=operation, params=params
-            )
-        body = _json(response.content)
-        if response.status_code != 200:
-            raise _refused(response.status_code, body, operation)
+        body = await self._read(path, params, operation)
         if not isinstance(body, dict):
             log.error("xero %s answered a body that is not a JSON object", operation)
             raise IntegrationUnavailable(SOURCE, "xero answered something the gateway cannot read")
         return body
+
+    def _invoices(self, rows: list[dict[str, Any]]) -> list[Invoice]:
+        # Bills are not the customer's invoices; deleted drafts never existed.
+        sales = [r for r in rows if r.get("Type") == "ACCREC" and r.get("Status") != "DELETED"]
+        return [invoice for _, invoice in self._readable(sales, invoice_from_xero, "InvoiceID")]
+
+    def _fault(self, body: Any) -> dict[str, Any]:
+        # Xero's Message can quote the request's values: the log keeps the type and number.
+        detail = body if isinstance(body, dict) else {}
+        return {
+            "xero_type": detail.get("Type") or detail.get("Title"),
+            "xero_error": detail.get("ErrorNumber"),
+        }
 
     async def _wait_for_budget(self) -> None:
         """Wait out a pause Xero asked for and take a slot of the day's budget, or raise
@@ -407,14 +327,6 @@ class _Pause:
         return max(local, left_ms / 1000 if left_ms > 0 else 0.0)
 
 
-def _json(content: bytes) -> Any:
-    # Decimal, so an amount is exactly what Xero sent.
-    try:
-        return json.loads(content, parse_float=Decimal)
-    except ValueError:
-        return None
-
-
 def _rows(body: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     rows = body.get(key, [])
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -423,61 +335,8 @@ def _rows(body: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _refused(status: int, body: Any, operation: str) -> IntegrationUnavailable:
-    """The error for a Xero answer other than 200 (the client raised for 5xx and 429)."""
-    detail = body if isinstance(body, dict) else {}
-    # Xero's Message can quote the request's values: the log keeps the type and number.
-    log.error(
-        "xero %s refused: HTTP %s",
-        operation,
-        status,
-        extra={
-            "provider": SOURCE,
-            "operation": operation,
-            "status": status,
-            "xero_type": detail.get("Type") or detail.get("Title"),
-            "xero_error": detail.get("ErrorNumber"),
-        },
-    )
-    if status == 403:
-        message = "xero refused access to the organisation (XERO_TENANT_ID is not connected)"
-    else:
-        message = f"xero refused the gateway's request (HTTP {status})"
-    return IntegrationUnavailable(SOURCE, message, retryable=False)
-
-
-async def _each(items: Sequence[K], fetch: Callable[[K], Awaitable[V]]) -> list[V | Exception]:
-    """`fetch` for every item at once (the adapter's semaphore bounds the calls); a
-    failure is its item's answer."""
-
-    async def one(item: K) -> V | Exception:
-        try:
-            return await fetch(item)
-        except Exception as exc:
-            return exc
-
-    return list(await asyncio.gather(*(one(item) for item in items)))
-
-
 def _newest_first(invoice: Invoice) -> tuple[float, str]:
     return (-invoice.created_at.timestamp(), invoice.number or invoice.id)
-
-
-def _invoices(rows: list[dict[str, Any]]) -> list[Invoice]:
-    out: list[Invoice] = []
-    for row in rows:
-        if row.get("Type") != "ACCREC" or row.get("Status") == "DELETED":
-            continue  # bills are not the customer's invoices; deleted drafts never existed
-        try:
-            out.append(invoice_from_xero(row))
-        except UnreadableInvoice as exc:
-            # One odd record must not cost every customer of the batch their invoices.
-            log.warning(
-                "xero: skipped an invoice: %s",
-                exc,
-                extra={"provider": SOURCE, "object_id": row.get("InvoiceID")},
-            )
-    return out
 
 
 # -- Xero JSON -> domain models ---------------------------------------------------------
@@ -497,19 +356,6 @@ def parse_xero_date(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _amount(row: Mapping[str, Any], key: str) -> Decimal:
-    value = row.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
-        raise UnreadableInvoice(f"'{key}' is not a number")
-    try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise UnreadableInvoice(f"'{key}' is not a number") from None
-    if not amount.is_finite():
-        raise UnreadableInvoice(f"'{key}' is not a number")
-    return amount
 
 
 def invoice_from_xero(row: Mapping[str, Any]) -> Invoice:
@@ -535,11 +381,11 @@ def invoice_from_xero(row: Mapping[str, Any]) -> Invoice:
     created = parse_xero_date(row.get("Date")) or parse_xero_date(row.get("DateString"))
     if created is None:
         raise UnreadableInvoice("no Date")
-    total = _amount(row, "Total")
+    total = amount(row, "Total")
     if status is InvoiceStatus.OPEN:
-        owed, paid = _amount(row, "AmountDue"), _amount(row, "AmountPaid")
+        owed, paid = amount(row, "AmountDue"), amount(row, "AmountPaid")
     elif status is InvoiceStatus.PAID:
-        owed, paid = Decimal(0), _amount(row, "AmountPaid")
+        owed, paid = Decimal(0), amount(row, "AmountPaid")
     else:  # a draft owes nothing yet; a voided invoice owes nothing and has no payments
         owed, paid = Decimal(0), Decimal(0)
     number = row.get("InvoiceNumber")

@@ -32,6 +32,8 @@ from redis.asyncio import Redis
 from gateway.domain import Page, Ticket, TicketDraft, TicketQuery, TicketStatus
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
 from gateway.settings import Settings
+from gateway.sources.answers import ProviderAnswers, decode_or_none
+from gateway.sources.fanout import chunks
 from gateway.upstream import BreakerState, UpstreamClient
 
 __all__ = ["PAGE_MAX", "SHOW_MANY_MAX", "ZendeskHelpdesk", "idempotency_header"]
@@ -113,10 +115,6 @@ def _numeric(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
 
-def _chunks(values: Sequence[str], size: int) -> list[list[str]]:
-    return [list(values[i : i + size]) for i in range(0, len(values), size)]
-
-
 def idempotency_header(key: str) -> str:
     """The `Idempotency-Key` sent for a gateway key: fixed length, ASCII, opaque to Zendesk."""
     return hashlib.sha256(key.encode()).hexdigest()
@@ -170,6 +168,7 @@ class ZendeskHelpdesk:
     """The help-desk protocol of gateway.sources.base over the Zendesk Support API."""
 
     name = "zendesk"
+    _answers = ProviderAnswers(name, log)
 
     def __init__(
         self,
@@ -272,14 +271,14 @@ class ZendeskHelpdesk:
             raise BadUserInput("after is no longer a valid cursor: start again", field="after")
         if status != 200:
             raise self._failure(response, operation)
-        return self._decode(response, _TicketList, operation)
+        return self._answers.decode(response, _TicketList, operation)
 
     # -- tickets by id -------------------------------------------------------------------
 
     async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]:
         """Tickets by Zendesk id, whoever requested them: one show_many per 100 ids."""
         wanted = [id for id in dict.fromkeys(ids) if _numeric(id)]
-        batches = _chunks(wanted, SHOW_MANY_MAX)
+        batches = chunks(wanted, SHOW_MANY_MAX)
         answers = await _bounded(batches, self._show_many, _CONCURRENCY)
         found: dict[str, Ticket | Exception | None] = {}
         for batch, answer in zip(batches, answers, strict=True):
@@ -301,7 +300,7 @@ class ZendeskHelpdesk:
             return dict.fromkeys(batch)
         if response.status_code != 200:
             raise self._failure(response, operation)
-        answer = self._decode(response, _TicketList, operation)
+        answer = self._answers.decode(response, _TicketList, operation)
         out: dict[str, Ticket | Exception | None] = dict.fromkeys(batch)
         for raw in answer.tickets:
             id = str(raw.id)
@@ -332,7 +331,7 @@ class ZendeskHelpdesk:
         )
         if response.status_code != 200:
             raise self._failure(response, operation)
-        answer = self._decode(response, _UserList, operation)
+        answer = self._answers.decode(response, _UserList, operation)
         for user in answer.users:
             # search may match loosely; only the exact address is this customer
             if user.email and user.email.strip().lower() == email:
@@ -364,7 +363,7 @@ class ZendeskHelpdesk:
         )
         status = response.status_code
         if status in (200, 201):
-            return self._ticket(self._decode(response, _OneTicket, operation).ticket)
+            return self._ticket(self._answers.decode(response, _OneTicket, operation).ticket)
         if status == 404:
             raise NotFound(_NO_ACCOUNT)
         if status in (400, 422):
@@ -373,7 +372,7 @@ class ZendeskHelpdesk:
 
     def _rejected(self, response: httpx.Response, operation: str) -> Exception:
         """A refused ticket: the caller's fault where Zendesk names one of its fields."""
-        answer = self._error_answer(response)
+        answer = decode_or_none(response, _ErrorAnswer)
         self._log_error(response, operation, answer)
         if answer is not None:
             if answer.error == "IdempotentRequestError":
@@ -419,54 +418,18 @@ class ZendeskHelpdesk:
             updated_at=raw.updated_at,
         )
 
-    def _decode(self, response: httpx.Response, kind: type[T], operation: str) -> T:
-        try:
-            return msgspec.json.decode(response.content, type=kind)
-        except msgspec.DecodeError:  # ValidationError included: a shape we do not know
-            log.warning(
-                "zendesk answered an unreadable body",
-                extra={
-                    "provider": self.name,
-                    "operation": operation,
-                    "status": response.status_code,
-                },
-            )
-            raise IntegrationUnavailable(
-                self.name, "zendesk answered something the gateway could not read"
-            ) from None
-
-    def _error_answer(self, response: httpx.Response) -> _ErrorAnswer | None:
-        try:
-            return msgspec.json.decode(response.content, type=_ErrorAnswer)
-        except msgspec.DecodeError:
-            return None
-
     def _failure(self, response: httpx.Response, operation: str) -> IntegrationUnavailable:
         """Any other answer: our request or our credentials are wrong."""
-        self._log_error(response, operation, self._error_answer(response))
-        status = response.status_code
-        if status in (401, 403):
-            return IntegrationUnavailable(
-                self.name, "zendesk rejected the gateway's credentials", retryable=False
-            )
-        return IntegrationUnavailable(
-            self.name, f"zendesk refused the request (HTTP {status})", retryable=False
-        )
+        self._log_error(response, operation, decode_or_none(response, _ErrorAnswer))
+        return self._answers.refused(response.status_code)
 
     def _log_error(
         self, response: httpx.Response, operation: str, answer: _ErrorAnswer | None = None
     ) -> None:
         # Zendesk's error name is safe to log; its descriptions can quote what we sent.
         error = answer.error if answer is not None and isinstance(answer.error, str) else None
-        log.warning(
-            "zendesk %s answered HTTP %d",
+        self._answers.log_refusal(
+            response,
             operation,
-            response.status_code,
-            extra={
-                "provider": self.name,
-                "operation": operation,
-                "status": response.status_code,
-                "error": error,
-                "zendesk_request_id": response.headers.get("x-zendesk-request-id"),
-            },
+            {"error": error, "zendesk_request_id": response.headers.get("x-zendesk-request-id")},
         )

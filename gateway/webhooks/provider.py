@@ -15,8 +15,10 @@ __all__ = [
     "BadPayload",
     "Incoming",
     "InvalidSignature",
+    "TimedWebhook",
     "WebhookProvider",
     "json_body",
+    "json_event",
     "parse_time",
     "require_str",
 ]
@@ -55,11 +57,29 @@ class WebhookProvider(Protocol):
         ...
 
 
+class TimedWebhook:
+    """A provider that signs a timestamp with one secret (Stripe, HubSpot, Zendesk): a
+    delivery signed more than `tolerance` seconds from its arrival is refused."""
+
+    def __init__(self, secret: str, tolerance: float = 300) -> None:
+        self._secret = secret
+        self.tolerance = tolerance
+
+
 def json_body(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise BadPayload("the body is not valid JSON") from None
+
+
+def json_event(body: bytes, what: str) -> tuple[dict[str, Any], str]:
+    """A delivery of one JSON object with a `type`: the object and its type; BadPayload
+    naming `what` ("a Stripe event") when the body is no JSON object."""
+    payload = json_body(body)
+    if not isinstance(payload, dict):
+        raise BadPayload(f"{what} is a JSON object")
+    return payload, require_str(payload, "type")
 
 
 def require_str(payload: Mapping[str, Any], key: str) -> str:

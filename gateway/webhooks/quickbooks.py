@@ -14,12 +14,11 @@ from gateway.domain import DomainEvent, InvoiceUpdated
 from gateway.webhooks.provider import (
     BadPayload,
     Incoming,
-    InvalidSignature,
     json_body,
     parse_time,
     require_str,
 )
-from gateway.webhooks.signatures import check_any, hmac_base64
+from gateway.webhooks.signatures import check_body_signature
 
 __all__ = ["QuickBooksWebhook"]
 
@@ -39,10 +38,7 @@ class QuickBooksWebhook:
         self._verifier = verifier
 
     def verify(self, incoming: Incoming) -> None:
-        signature = incoming.headers.get("intuit-signature", "")
-        if not signature:
-            raise InvalidSignature("missing intuit-signature")
-        check_any([signature], hmac_base64(self._verifier, incoming.body))
+        check_body_signature(incoming, "intuit-signature", self._verifier)
 
     def parse(self, body: bytes) -> list[DomainEvent]:
         payload = json_body(body)

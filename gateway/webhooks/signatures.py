@@ -7,9 +7,9 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from gateway.webhooks.provider import InvalidSignature
+from gateway.webhooks.provider import Incoming, InvalidSignature
 
-__all__ = ["check_any", "check_window", "hmac_base64", "hmac_hex"]
+__all__ = ["check_any", "check_body_signature", "check_window", "hmac_base64", "hmac_hex"]
 
 
 def hmac_hex(secret: str, message: bytes) -> str:
@@ -27,6 +27,15 @@ def check_any(candidates: Sequence[str], expected: str) -> None:
     matches = [hmac.compare_digest(c.strip().encode(), wanted) for c in candidates]
     if not any(matches):
         raise InvalidSignature("signature does not match")
+
+
+def check_body_signature(incoming: Incoming, header: str, secret: str) -> None:
+    """Raises unless `header` holds the base64 HMAC-SHA256 of the body alone with `secret`
+    (no timestamp is signed: the event-id dedupe stops replays)."""
+    signature = incoming.headers.get(header, "")
+    if not signature:
+        raise InvalidSignature(f"missing {header}")
+    check_any([signature], hmac_base64(secret, incoming.body))
 
 
 def check_window(timestamp: float, now: float, tolerance: float) -> None:

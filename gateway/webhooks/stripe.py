@@ -14,7 +14,8 @@ from gateway.webhooks.provider import (
     BadPayload,
     Incoming,
     InvalidSignature,
-    json_body,
+    TimedWebhook,
+    json_event,
     parse_time,
     require_str,
 )
@@ -66,14 +67,10 @@ def invoice_from_stripe(obj: Any) -> Invoice:
     )
 
 
-class StripeWebhook:
+class StripeWebhook(TimedWebhook):
     name = "stripe"
     reject_status = 400
     quiet = False
-
-    def __init__(self, secret: str, tolerance: float = 300) -> None:
-        self._secret = secret
-        self.tolerance = tolerance
 
     def verify(self, incoming: Incoming) -> None:
         header = incoming.headers.get("stripe-signature", "")
@@ -91,10 +88,7 @@ class StripeWebhook:
         check_window(int(timestamp), incoming.now, self.tolerance)
 
     def parse(self, body: bytes) -> list[DomainEvent]:
-        payload = json_body(body)
-        if not isinstance(payload, dict):
-            raise BadPayload("a Stripe event is a JSON object")
-        event_type = require_str(payload, "type")
+        payload, event_type = json_event(body, "a Stripe event")
         if not event_type.startswith("invoice."):
             return []
         data = payload.get("data")

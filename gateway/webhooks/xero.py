@@ -12,12 +12,11 @@ from gateway.domain import DomainEvent, InvoiceUpdated
 from gateway.webhooks.provider import (
     BadPayload,
     Incoming,
-    InvalidSignature,
     json_body,
     parse_time,
     require_str,
 )
-from gateway.webhooks.signatures import check_any, hmac_base64
+from gateway.webhooks.signatures import check_body_signature
 
 __all__ = ["XeroWebhook"]
 
@@ -31,10 +30,7 @@ class XeroWebhook:
         self._key = key
 
     def verify(self, incoming: Incoming) -> None:
-        signature = incoming.headers.get("x-xero-signature", "")
-        if not signature:
-            raise InvalidSignature("missing x-xero-signature")
-        check_any([signature], hmac_base64(self._key, incoming.body))
+        check_body_signature(incoming, "x-xero-signature", self._key)
 
     def parse(self, body: bytes) -> list[DomainEvent]:
         payload = json_body(body)

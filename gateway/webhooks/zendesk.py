@@ -15,7 +15,8 @@ from gateway.webhooks.provider import (
     BadPayload,
     Incoming,
     InvalidSignature,
-    json_body,
+    TimedWebhook,
+    json_event,
     parse_time,
     require_str,
 )
@@ -64,14 +65,10 @@ def _answered(event_type: str, change: Any, requester_id: str) -> bool:
     return str(author.get("id")) != requester_id
 
 
-class ZendeskWebhook:
+class ZendeskWebhook(TimedWebhook):
     name = "zendesk"
     reject_status = 400
     quiet = False
-
-    def __init__(self, secret: str, tolerance: float = 300) -> None:
-        self._secret = secret
-        self.tolerance = tolerance
 
     def verify(self, incoming: Incoming) -> None:
         signature = incoming.headers.get("x-zendesk-webhook-signature", "")
@@ -86,10 +83,7 @@ class ZendeskWebhook:
         check_window(signed_at, incoming.now, self.tolerance)
 
     def parse(self, body: bytes) -> list[DomainEvent]:
-        payload = json_body(body)
-        if not isinstance(payload, dict):
-            raise BadPayload("a Zendesk event is a JSON object")
-        event_type = require_str(payload, "type")
+        payload, event_type = json_event(body, "a Zendesk event")
         if not event_type.startswith(_TICKET_EVENT):
             return []
         ticket = ticket_from_zendesk(payload.get("detail"))
