@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from gateway.cache.base import CacheStatus, Entry
 from gateway.observability import CACHE_ERRORS
+from gateway.turns import TurnBatch
 
 __all__ = ["RedisCache"]
 
@@ -108,6 +109,9 @@ class RedisCache:
         self._skip_until = 0.0
         self._drop_tags_script = self._client.register_script(_DROP_TAGS)
         self._count_and_get_script = self._client.register_script(_COUNT_AND_GET)
+        # the reads of one event-loop turn (every loader of a request, and of the other
+        # requests in flight) go out as one MGET
+        self._reads: TurnBatch[list[str], list[bytes | None]] = TurnBatch(self._mget)
 
     @property
     def client(self) -> redis.asyncio.Redis:
@@ -140,16 +144,26 @@ class RedisCache:
             log.info("Redis cache available again")
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """One MGET for all `keys`; None for a miss, and all misses while Redis is away."""
+        """None for a miss, and all misses while Redis is away. Every get_many of one
+        event-loop turn shares one MGET."""
         if not keys or self._skipping():
             return [None] * len(keys)
+        return await self._reads.submit(list(keys))
+
+    async def _mget(self, batches: list[list[str]]) -> list[list[bytes | None]]:
+        keys = batches[0] if len(batches) == 1 else [key for batch in batches for key in batch]
         try:
-            values: list[bytes | None] = await self._client.mget(list(keys))  # type: ignore[assignment]
+            values: list[bytes | None] = await self._client.mget(keys)  # type: ignore[assignment]
         except _FAILURES as exc:
             self._failed("get_many", exc)
-            return [None] * len(keys)
+            return [[None] * len(batch) for batch in batches]
         self._succeeded()
-        return values
+        answers = []
+        start = 0
+        for batch in batches:
+            answers.append(values[start : start + len(batch)])
+            start += len(batch)
+        return answers
 
     async def set_many(self, entries: Sequence[Entry], tags: Mapping[str, Sequence[str]]) -> None:
         """Write `entries` and tag memberships in one pipeline; dropped while Redis is away.

@@ -27,6 +27,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from gateway.settings import RateLimit
+from gateway.turns import TurnBatch
 
 __all__ = ["LATENCY_MARGIN", "RateLimiter", "SlotUnavailable"]
 
@@ -149,9 +150,8 @@ class RateLimiter:
         )
         self._falling_back = False
         self._next_redis_try = 0.0
-        # callers of this event-loop turn waiting for the one script call that serves them
-        self._batch: list[tuple[float, asyncio.Future[float | None]]] = []
-        self._flushing: set[asyncio.Task[None]] = set()  # kept referenced until done
+        # callers of one event-loop turn share one script call
+        self._turn: TurnBatch[float, float | None] = TurnBatch(self._reserve_turn)
 
     @property
     def shared(self) -> bool:
@@ -170,38 +170,29 @@ class RateLimiter:
                 # One caller at a time finds out whether Redis is back; the others stay
                 # in-process meanwhile instead of all waiting on a dead connection.
                 self._next_redis_try = self._clock() + _REDIS_RETRY_INTERVAL
-            shared = await self._reserve_shared(script, max_wait)
+            shared = await self._reserve_shared(max_wait)
             if shared is not None:
                 return shared
         return self._local.reserve(self._clock(), max_wait)
 
-    async def _reserve_shared(self, script: AsyncScript, max_wait: float) -> float | None:
+    async def _reserve_shared(self, max_wait: float) -> float | None:
         """The wait from the Redis log, or None when Redis failed (the caller goes local).
 
         Callers of one event-loop turn share one script call: a page over fifty customers
         reserves its fifty calls in one round trip instead of fifty.
         """
-        loop = asyncio.get_running_loop()
-        granted: asyncio.Future[float | None] = loop.create_future()
-        self._batch.append((max(max_wait, 0.0), granted))
-        if len(self._batch) == 1:
-            loop.call_soon(self._start_flush, script)
-        wait = await granted
+        wait = await self._turn.submit(max(max_wait, 0.0))
         if wait is not None and wait < 0:
             raise SlotUnavailable(-wait)
         return wait
 
-    def _start_flush(self, script: AsyncScript) -> None:
-        batch, self._batch = self._batch, []
-        task = asyncio.get_running_loop().create_task(self._flush(script, batch))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
-
-    async def _flush(
-        self, script: AsyncScript, batch: list[tuple[float, asyncio.Future[float | None]]]
-    ) -> None:
+    async def _reserve_turn(self, max_waits: list[float]) -> list[float | None]:
+        """One script call for a turn's callers: each one's wait, negative when refused;
+        all None when Redis failed."""
+        script = self._script
+        assert script is not None
         args: list[int | str] = [self.limit.calls, round(self._window * 1_000_000)]
-        for max_wait, _future in batch:
+        for max_wait in max_waits:
             args += [round(max_wait * 1_000_000), uuid.uuid4().hex]
         answers: list[float | None]
         try:
@@ -210,7 +201,7 @@ class RateLimiter:
             # a refused slot travels as a negative wait: SlotUnavailable for its caller
             answers = [
                 (1 if int(reply[i]) else -1) * int(reply[i + 1]) / 1_000_000
-                for i in range(0, 2 * len(batch), 2)
+                for i in range(0, 2 * len(max_waits), 2)
             ]
         except (RedisError, OSError, TimeoutError, IndexError, TypeError, ValueError) as exc:
             if not self._falling_back:
@@ -221,7 +212,7 @@ class RateLimiter:
                 )
             self._falling_back = True
             self._next_redis_try = self._clock() + _REDIS_RETRY_INTERVAL
-            answers = [None] * len(batch)
+            answers = [None] * len(max_waits)
         else:
             if self._falling_back:
                 log.info(
@@ -231,6 +222,4 @@ class RateLimiter:
                 )
                 self._falling_back = False
                 self._next_redis_try = 0.0
-        for (_max_wait, future), answer in zip(batch, answers, strict=True):
-            if not future.done():  # its caller may have been cancelled meanwhile
-                future.set_result(answer)
+        return answers

@@ -135,6 +135,34 @@ async def test_get_many_is_one_mget_and_set_many_one_command_per_entry_and_tag(
         await cache.aclose()
 
 
+async def test_reads_of_one_event_loop_turn_share_one_mget(
+    private_redis: tuple[str, subprocess.Popen[bytes], int],
+) -> None:
+    """Loaders of one request (and of other requests in flight) that read in the same
+    event-loop turn cost one round trip, each still answered its own keys in order."""
+    url = private_redis[0]
+    cache = RedisCache(url)
+    observer: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(url)
+    try:
+        await cache.set_many([(f"pg:k{n}", f"v{n}".encode(), 300) for n in range(6)], {})
+        await observer.config_resetstat()
+
+        answers = await asyncio.gather(
+            cache.get_many(["pg:k0", "pg:k1"]),
+            cache.get_many(["pg:k5", "pg:absent", "pg:k2"]),
+            cache.get_many(["pg:k1"]),  # the same key as another reader: both get it
+        )
+
+        assert answers == [[b"v0", b"v1"], [b"v5", None, b"v2"], [b"v1"]]
+        assert (await observer.info("commandstats"))["cmdstat_mget"]["calls"] == 1
+        # a read of a later turn is a round trip of its own
+        assert await cache.get_many(["pg:k3"]) == [b"v3"]
+        assert (await observer.info("commandstats"))["cmdstat_mget"]["calls"] == 2
+    finally:
+        await observer.aclose()
+        await cache.aclose()
+
+
 async def test_drop_tags_deletes_exactly_the_keys_of_that_tag_and_its_set(
     cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
 ) -> None:
