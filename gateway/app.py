@@ -77,6 +77,8 @@ def build_services(settings: Settings) -> Services:
         prefix=settings.cache_prefix,
         ttls={k: settings.ttl(k) for k in ("crm", "billing", "helpdesk", "files")},
         stale_ttl=settings.cache_stale_ttl,
+        # a request reads through a few waves of provider calls, each within its deadline
+        settle=3 * settings.upstream_timeout,
     )
     redis = getattr(backend, "client", None)  # RedisCache shares its pool for rate limits
     return Services(
@@ -175,6 +177,7 @@ class Gateway:
                 log.warning("s3 upload notifications did not stop in time")
         await self.events.aclose()
         await self.services.sources.aclose()
+        await self.services.cache.aclose()
         await self.services.backend.aclose()
 
     # -- operations endpoints ---------------------------------------------------------------

@@ -261,6 +261,7 @@ class GraphQLEndpoint:
         # entity cache fills run beside the execution; all are done before the answer
         writes: list[asyncio.Task[None]] = []
         writes_token = deferred_writes.set(writes)
+        purges = self.services.cache.purges
         try:
             result = await self.executor.execute(
                 prepared, context, variables, operation_name, report_cost
@@ -275,6 +276,9 @@ class GraphQLEndpoint:
         if responses is not None and cache_key is not None and kind is OperationType.QUERY:
             if "errors" in result or "extensions" in result:
                 RESPONSE_CACHE.labels("skip").inc()  # partial or stale answers are never kept
+            elif purges != self.services.cache.purges:
+                # read before a purge of this process: it may hold what the purge removed
+                RESPONSE_CACHE.labels("skip").inc()
             else:
                 # stored before the answer goes out: a purge the client triggers after
                 # reading it (a mutation, a webhook) must find the entry to drop

@@ -58,12 +58,20 @@ class EntityCache:
         prefix: str,
         ttls: dict[str, int],
         stale_ttl: int,
+        settle: float = 0.0,
     ) -> None:
+        """`settle`: seconds after a purge (drop_tags) when it is repeated, long enough for
+        any provider read in flight at the purge to have written its answer; 0: no repeat."""
         self.backend = backend
         self.prefix = prefix
         self.ttls = ttls
         self.stale_ttl = stale_ttl
+        self.settle = settle
+        # Purges made by this process so far: a fill (entity or whole response) whose read
+        # began before the latest purge may hold what the purge removed, and is not written.
+        self.purges = 0
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._repeats: dict[asyncio.Task[None], list[str]] = {}
 
     def key(self, kind: str, entity: str, id: str) -> str:
         return f"{self.prefix}{kind}:{entity}:{id}"
@@ -149,6 +157,7 @@ class EntityCache:
         positions: list[int],
     ) -> None:
         completed = False
+        purges = self.purges
         try:
             try:
                 fetched: Sequence[Any] = await fetch(ids)
@@ -172,7 +181,9 @@ class EntityCache:
                 results[positions[i]] = value
             completed = True
             writes = deferred_writes.get()
-            if writes is None:
+            if purges != self.purges:
+                pass  # read before a purge of this process: maybe what it removed
+            elif writes is None:
                 await self._store(kind, ids, keys, fetched, codec, tags)
             else:
                 writes.append(
@@ -229,4 +240,33 @@ class EntityCache:
         await self.backend.delete(keys + [key + ":stale" for key in keys])
 
     async def drop_tags(self, tags: Sequence[str]) -> int:
-        return await self.backend.drop_tags([self.tag_key(tag) for tag in tags])
+        """Drops every entry, entity or whole response, tagged with one of `tags`.
+
+        A provider read already in flight when the purge runs can still write the older
+        answer after it: in this process such fills are skipped (`purges`); for the other
+        replicas the purge runs again `settle` seconds later. So a purge is late by at most
+        `settle` seconds on another replica, never by a whole TTL.
+        """
+        keys = [self.tag_key(tag) for tag in tags]
+        self.purges += 1
+        dropped = await self.backend.drop_tags(keys)
+        if self.settle > 0:
+            repeat = asyncio.get_running_loop().create_task(self._drop_again(keys))
+            self._repeats[repeat] = keys
+            repeat.add_done_callback(self._repeats.pop)
+        return dropped
+
+    async def _drop_again(self, keys: list[str]) -> None:
+        await asyncio.sleep(self.settle)
+        try:
+            await self.backend.drop_tags(keys)
+        except Exception:
+            log.exception("the repeated purge of %d tags failed", len(keys))
+
+    async def aclose(self) -> None:
+        """Runs the repeated purges still waiting now, before the backend closes."""
+        waiting = list(self._repeats.items())
+        for task, _keys in waiting:
+            task.cancel()
+        for _task, keys in waiting:
+            await self.backend.drop_tags(keys)

@@ -452,3 +452,60 @@ async def test_entity_cache_drop_tags_forgets_only_that_customers_entries(
     assert await entities.drop_tags(["customer:1"]) == 2  # the fresh key and its stale copy
     await entities.load_many("crm", "customer", ["1", "2"], fetch, PROFILE, tags=by_customer)
     assert fetch.calls == [["1", "2"], ["1"]]
+
+
+def by_customer(id: str, _value: Profile) -> list[str]:
+    return [f"customer:{id}"]
+
+
+async def test_a_read_in_flight_during_a_purge_is_not_cached_after_it(
+    entities: EntityCache,
+) -> None:
+    """The provider answered before a webhook's purge, the fill would land after it: the
+    old answer must not outlive the purge."""
+    slow = CountingFetch(delay=0.2)
+    reading = asyncio.create_task(
+        entities.load_many("crm", "customer", ["1"], slow, PROFILE, tags=by_customer)
+    )
+    await asyncio.sleep(0.05)  # the provider call is in flight
+    await entities.drop_tags(["customer:1"])
+    [answer] = await reading
+    assert answer == Profile(id="1", name="Customer 1")  # the reader still gets its answer
+
+    again = CountingFetch()
+    await entities.load_many("crm", "customer", ["1"], again, PROFILE, tags=by_customer)
+    assert again.calls == [["1"]]  # nothing was cached: read from the provider again
+    await entities.load_many("crm", "customer", ["1"], again, PROFILE, tags=by_customer)
+    assert again.calls == [["1"]]  # a read after the purge is cached as usual
+
+
+async def test_a_purge_runs_again_after_settle_for_other_replicas_fills(
+    cache: RedisCache, cache_prefix: str
+) -> None:
+    """Another replica's read, in flight during the purge, writes its old answer after it;
+    the repeated purge removes it."""
+    here = EntityCache(cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, settle=0.3)
+    there = EntityCache(cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600)
+    fetch = CountingFetch()
+
+    await here.drop_tags(["customer:1"])
+    await there.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
+    await there.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
+    assert fetch.calls == [["1"]]  # the late fill is cached for now
+    await asyncio.sleep(0.5)
+    await there.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
+    assert fetch.calls == [["1"], ["1"]]  # the repeated purge dropped it
+
+
+async def test_closing_runs_the_waiting_purges_at_once(
+    cache: RedisCache, cache_prefix: str
+) -> None:
+    entities = EntityCache(
+        cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, settle=3600
+    )
+    fetch = CountingFetch()
+    await entities.drop_tags(["customer:1"])
+    await entities.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
+    await entities.aclose()  # a shutdown does not wait an hour, nor forget the purge
+    await entities.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
+    assert fetch.calls == [["1"], ["1"]]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -208,4 +210,23 @@ def test_response_cache_off(
         ask(server, HOME, token=token)
         second = ask(server, HOME, token=token)
         assert second["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+        server.http.close()
+
+
+def test_a_page_read_before_a_purge_is_not_kept_after_it(
+    make_settings: Callable[..., Settings], redis_url: str, cache_prefix: str
+) -> None:
+    """A webhook purges while a page is being read from slow providers: the page answers,
+    but its (maybe outdated) copy must not be what the next request finds."""
+    settings = make_settings(redis_url=redis_url, cache_prefix=cache_prefix, sandbox_latency_ms=300)
+    with serve(create_app(settings), port=settings.port) as running:
+        server = GatewayServer(running, settings)
+        token = server.token("1001")
+        with ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(ask, server, HOME, token=token)
+            time.sleep(0.1)  # the page's provider reads are in flight
+            server.server.call(server.gateway.services.cache.drop_tags(["customer:1001"]))
+            assert reading.result()["extensions"] == {"cache": {"hit": False, "age": 0.0}}
+        assert ask(server, HOME, token=token)["extensions"]["cache"]["hit"] is False  # type: ignore[index]
+        assert ask(server, HOME, token=token)["extensions"]["cache"]["hit"] is True  # type: ignore[index]
         server.http.close()
