@@ -43,6 +43,19 @@ _ticket_page = Codec[Page[Ticket]](Page[Ticket])
 _file = Codec[StoredFile](StoredFile)
 _file_page = Codec[Page[StoredFile]](Page[StoredFile])
 _link = Codec[str](str)
+# What an email look-up that found no account is cached as, for its kind's TTL like a found
+# link: a customer without a billing or help-desk account then costs no provider search per
+# page (gateway.resolvers.links reads it as None).
+_NO_ACCOUNT = ""
+
+
+def _no_account_kept(
+    fetch: Callable[[Sequence[str]], Awaitable[Sequence[str | Exception | None]]],
+) -> Callable[[Sequence[str]], Awaitable[list[str | Exception]]]:
+    async def look_up(emails: Sequence[str]) -> list[str | Exception]:
+        return [_NO_ACCOUNT if found is None else found for found in await fetch(emails)]
+
+    return look_up
 
 
 class EntityLoader(DataLoader[K, V]):
@@ -231,7 +244,7 @@ class Loaders:
             kind="billing",
             entity="link",
             source=self.sources.billing.name,
-            fetch=self.sources.billing.billing_ids_by_email,
+            fetch=_no_account_kept(self.sources.billing.billing_ids_by_email),
             codec=_link,
         )
 
@@ -264,7 +277,7 @@ class Loaders:
             kind="helpdesk",
             entity="link",
             source=self.sources.helpdesk.name,
-            fetch=self.sources.helpdesk.requester_ids_by_email,
+            fetch=_no_account_kept(self.sources.helpdesk.requester_ids_by_email),
             codec=_link,
         )
 

@@ -201,6 +201,26 @@ def test_a_missing_help_desk_link_is_found_by_email_once_and_remembered(
     assert zendesk.count("users_search") == 5
 
 
+def test_a_customer_without_a_help_desk_account_costs_one_search_not_one_a_page(
+    gateway: GatewayServer, hubspot: FakeHubSpot, zendesk: FakeZendesk
+) -> None:
+    [person] = seed(hubspot, zendesk, 1)
+    hubspot.records[person.crm_id]["zendesk_user_id"] = None
+    hubspot.records[person.crm_id]["email"] = "never-wrote-to-support@example.com"
+
+    body = ask(gateway, STAFF_PAGE, {"ids": [person.crm_id]}, headers=SERVICE)
+
+    assert "errors" not in body, body
+    assert body["data"]["customers"][0]["tickets"]["edges"] == []
+    assert zendesk.count("users_search") == 1
+    # another page shape (a response-cache miss): "no account" comes from the cache too
+    other = STAFF_PAGE.replace("tickets(first: 5)", "tickets(first: 2)")
+    again = ask(gateway, other, {"ids": [person.crm_id]}, headers=SERVICE)
+    assert again["data"]["customers"][0]["tickets"]["edges"] == []
+    assert zendesk.count("users_search") == 1
+    assert zendesk.count() == 1  # and no ticket list for a user that does not exist
+
+
 def test_update_profile_is_read_back_at_once(
     gateway: GatewayServer, hubspot: FakeHubSpot, zendesk: FakeZendesk
 ) -> None:
