@@ -276,7 +276,7 @@ class GraphQLEndpoint:
         if responses is not None and cache_key is not None and kind is OperationType.QUERY:
             if "errors" in result or "extensions" in result:
                 RESPONSE_CACHE.labels("skip").inc()  # partial or stale answers are never kept
-            elif purges != self.services.cache.purges:
+            elif self.services.cache.purged_since(purges, context.touched_tags):
                 # read before a purge of this process: it may hold what the purge removed
                 RESPONSE_CACHE.labels("skip").inc()
             else:

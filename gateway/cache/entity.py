@@ -11,7 +11,8 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from gateway.cache.base import CacheBackend, Entry
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 deferred_writes: contextvars.ContextVar[list[asyncio.Task[None]] | None] = contextvars.ContextVar(
     "deferred_writes", default=None
 )
+
+# How many purges `purged_since` remembers; a fill whose read began before the oldest of
+# them is not written (a burst of webhooks beside a slow read costs a cache miss, no more).
+_PURGES_KEPT = 1024
 
 T = TypeVar("T")
 Fetch = Callable[[list[str]], Awaitable[Sequence[Any]]]
@@ -67,9 +72,11 @@ class EntityCache:
         self.ttls = ttls
         self.stale_ttl = stale_ttl
         self.settle = settle
-        # Purges made by this process so far: a fill (entity or whole response) whose read
-        # began before the latest purge may hold what the purge removed, and is not written.
+        # Purges made by this process so far, and the tags of the latest ones: a fill
+        # (entity or whole response) tagged with a tag purged after its read began may hold
+        # what the purge removed, and is not written (see purged_since).
         self.purges = 0
+        self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=_PURGES_KEPT)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._repeats: dict[asyncio.Task[None], list[str]] = {}
 
@@ -181,13 +188,11 @@ class EntityCache:
                 results[positions[i]] = value
             completed = True
             writes = deferred_writes.get()
-            if purges != self.purges:
-                pass  # read before a purge of this process: maybe what it removed
-            elif writes is None:
-                await self._store(kind, ids, keys, fetched, codec, tags)
+            if writes is None:
+                await self._store(kind, ids, keys, fetched, codec, tags, purges)
             else:
                 writes.append(
-                    asyncio.create_task(self._store(kind, ids, keys, fetched, codec, tags))
+                    asyncio.create_task(self._store(kind, ids, keys, fetched, codec, tags, purges))
                 )
         finally:
             for i, key in enumerate(keys):
@@ -209,7 +214,10 @@ class EntityCache:
         fetched: Sequence[Any],
         codec: Codec[T],
         tags: Callable[[str, T], Sequence[str]] | None,
+        read_at: int | None = None,
     ) -> None:
+        """Writes the fetched values; with `read_at` (the `purges` count when the read
+        began), not those tagged with a tag purged since."""
         ttl = self.ttls[kind]
         now = time.time()
         entries: list[Entry] = []
@@ -217,12 +225,14 @@ class EntityCache:
         for id, key, value in zip(ids, keys, fetched, strict=True):
             if value is None or isinstance(value, Exception):
                 continue
+            value_tags = tags(id, value) if tags is not None else ()
+            if read_at is not None and self.purged_since(read_at, value_tags):
+                continue  # maybe what the purge removed
             data = codec.encode(value, now)
             entries.append((key, data, ttl))
             entries.append((key + ":stale", data, self.stale_ttl))
-            if tags is not None:
-                for tag in tags(id, value):
-                    tag_map.setdefault(self.tag_key(tag), []).extend((key, key + ":stale"))
+            for tag in value_tags:
+                tag_map.setdefault(self.tag_key(tag), []).extend((key, key + ":stale"))
         if entries:
             await self.backend.set_many(entries, tag_map)
 
@@ -243,18 +253,34 @@ class EntityCache:
         """Drops every entry, entity or whole response, tagged with one of `tags`.
 
         A provider read already in flight when the purge runs can still write the older
-        answer after it: in this process such fills are skipped (`purges`); for the other
+        answer after it: in this process such fills are skipped (`purged_since`); for the other
         replicas the purge runs again `settle` seconds later. So a purge is late by at most
         `settle` seconds on another replica, never by a whole TTL.
         """
         keys = [self.tag_key(tag) for tag in tags]
         self.purges += 1
+        self._recent.append((self.purges, frozenset(tags)))
         dropped = await self.backend.drop_tags(keys)
         if self.settle > 0:
             repeat = asyncio.get_running_loop().create_task(self._drop_again(keys))
             self._repeats[repeat] = keys
             repeat.add_done_callback(self._repeats.pop)
         return dropped
+
+    def purged_since(self, read_at: int, tags: Iterable[str]) -> bool:
+        """Whether a purge of this process after `read_at` (a value of `purges`) dropped
+        one of `tags`; True as well when those purges are too many to remember."""
+        if read_at == self.purges:
+            return False
+        if not self._recent or self._recent[0][0] > read_at + 1:
+            return True
+        wanted = set(tags)
+        for number, dropped in reversed(self._recent):
+            if number <= read_at:
+                return False
+            if not dropped.isdisjoint(wanted):
+                return True
+        return False
 
     async def _drop_again(self, keys: list[str]) -> None:
         await asyncio.sleep(self.settle)

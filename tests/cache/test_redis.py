@@ -509,3 +509,35 @@ async def test_closing_runs_the_waiting_purges_at_once(
     await entities.aclose()  # a shutdown does not wait an hour, nor forget the purge
     await entities.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
     assert fetch.calls == [["1"], ["1"]]
+
+
+async def test_a_purge_of_other_tags_during_a_read_leaves_its_fill_alone(
+    entities: EntityCache,
+) -> None:
+    """A burst of webhooks about other customers must not keep every read uncached."""
+    slow = CountingFetch(delay=0.2)
+    reading = asyncio.create_task(
+        entities.load_many("crm", "customer", ["1"], slow, PROFILE, tags=by_customer)
+    )
+    await asyncio.sleep(0.05)
+    await entities.drop_tags(["customer:2"])
+    await entities.drop_tags(["billing:cus_2", "invoice:in_2"])
+    await reading
+
+    await entities.load_many("crm", "customer", ["1"], slow, PROFILE, tags=by_customer)
+    assert slow.calls == [["1"]]  # the fill was written: the second load was a hit
+
+
+async def test_purged_since_remembers_a_bounded_number_of_purges(entities: EntityCache) -> None:
+    async def purge(count: int) -> None:
+        for n in range(count):
+            await entities.drop_tags([f"customer:{n}"])
+
+    mark = entities.purges
+    await purge(3)
+    assert entities.purged_since(mark, ["customer:1"])
+    assert not entities.purged_since(mark, ["customer:9"])
+    assert not entities.purged_since(entities.purges, ["customer:1"])
+    await purge(1100)  # more than are kept: the old mark can no longer be judged
+    assert entities.purged_since(mark, ["customer:1099"])
+    assert entities.purged_since(mark, ["customer:5000"])
