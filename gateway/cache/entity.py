@@ -272,7 +272,7 @@ class EntityCache:
         one of `tags`; True as well when those purges are too many to remember."""
         if read_at == self.purges:
             return False
-        if not self._recent or self._recent[0][0] > read_at + 1:
+        if self._recent[0][0] > read_at + 1:  # some purges since read_at are forgotten
             return True
         wanted = set(tags)
         for number, dropped in reversed(self._recent):

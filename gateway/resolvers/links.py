@@ -15,7 +15,7 @@ async def billing_id_of(ctx: Context, customer: Customer) -> str | None:
     if not customer.email:
         return None
     found: str | None = await ctx.loaders.billing_link.load(customer.email.lower())
-    return found or None  # NO_ACCOUNT: looked up, none there
+    return found or None  # "": looked up, no account (cached by the loader)
 
 
 async def helpdesk_id_of(ctx: Context, customer: Customer) -> str | None:
@@ -25,7 +25,7 @@ async def helpdesk_id_of(ctx: Context, customer: Customer) -> str | None:
     if not customer.email:
         return None
     found: str | None = await ctx.loaders.helpdesk_link.load(customer.email.lower())
-    return found or None  # NO_ACCOUNT: looked up, none there
+    return found or None  # "": looked up, no account (cached by the loader)
 
 
 async def link_of(ctx: Context, customer: Customer, system: str) -> str | None:

@@ -4,10 +4,10 @@ call per item at once, each failure its item's answer."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-__all__ = ["chunks", "each"]
+__all__ = ["batched", "chunks", "each"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -35,3 +35,22 @@ async def each(
             return exc
 
     return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+async def batched(
+    keys: Sequence[K],
+    size: int,
+    fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]],
+    concurrency: int | None = None,
+) -> dict[K, V | Exception]:
+    """`keys` fetched `size` at a time (see `each`), the answers merged by key: a failed
+    call answers its exception for every key of its batch; a key a call leaves out is
+    absent."""
+    batches = chunks(keys, size)
+    found: dict[K, V | Exception] = {}
+    for batch, answer in zip(batches, await each(batches, fetch, concurrency), strict=True):
+        if isinstance(answer, Exception):
+            found.update(dict.fromkeys(batch, answer))
+        else:
+            found.update(answer)
+    return found

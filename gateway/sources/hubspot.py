@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -27,7 +28,7 @@ from gateway.domain import Customer, ProfileChanges
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
 from gateway.settings import RateLimit, Settings
 from gateway.sources.answers import ProviderAnswers, decode_or_none
-from gateway.sources.fanout import chunks
+from gateway.sources.fanout import batched
 from gateway.upstream import BreakerState, RateLimiter, SlotUnavailable, UpstreamClient
 
 __all__ = ["BATCH_SIZE", "SEARCH_RATE", "HubSpotCrm"]
@@ -160,20 +161,11 @@ class HubSpotCrm:
     async def customers(self, ids: Sequence[str]) -> list[Customer | Exception | None]:
         """Customers by HubSpot record id: one batch read per 100 distinct ids."""
         wanted = [id for id in dict.fromkeys(ids) if _object_id(id)]
-        batches = chunks(wanted, BATCH_SIZE)
-        answers = await asyncio.gather(
-            *(self._read(batch) for batch in batches), return_exceptions=True
-        )
-        found: dict[str, Customer | Exception | None] = {}
-        for batch, answer in zip(batches, answers, strict=True):
-            if isinstance(answer, dict):
-                for id, record in answer.items():
-                    found[id] = self._customer(record) if isinstance(record, _Record) else record
-            elif isinstance(answer, Exception):
-                found.update(dict.fromkeys(batch, answer))
-            else:
-                raise answer  # cancellation and other BaseExceptions are not a provider's answer
-        return [found.get(id) for id in ids]
+        found = await batched(wanted, BATCH_SIZE, self._read)
+        return [
+            self._customer(record) if isinstance(record, _Record) else record
+            for record in (found.get(id) for id in ids)
+        ]
 
     async def _read(self, batch: list[str]) -> dict[str, _Record | Exception | None]:
         """One batch read: each id's record, None when HubSpot does not know it."""
@@ -241,18 +233,7 @@ class HubSpotCrm:
         # HubSpot's IN operator wants string values in lower case and matches regardless
         # of case, so the ids are compared in lower case too.
         wanted = list(dict.fromkeys(e.strip().lower() for e in external_ids if e.strip()))
-        batches = chunks(wanted, BATCH_SIZE)
-        answers = await asyncio.gather(
-            *(self._search(prop, batch) for batch in batches), return_exceptions=True
-        )
-        found: dict[str, str | Exception | None] = {}
-        for batch, answer in zip(batches, answers, strict=True):
-            if isinstance(answer, dict):
-                found.update(answer)
-            elif isinstance(answer, Exception):
-                found.update(dict.fromkeys(batch, answer))
-            else:
-                raise answer
+        found = await batched(wanted, BATCH_SIZE, partial(self._search, prop))
         return [found.get(e.strip().lower()) for e in external_ids]
 
     async def _search(self, prop: str, values: list[str]) -> dict[str, str | None]:

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from gateway.domain import Invoice, InvoiceQuery, Page, Subscription
 from gateway.errors import BadUserInput, IntegrationUnavailable
 from gateway.settings import Settings
-from gateway.sources.fanout import chunks, each
+from gateway.sources.fanout import batched, chunks, each
 from gateway.sources.sandbox import paginate
 from gateway.upstream import BreakerState, UpstreamClient
 from gateway.upstream.oauth import OAuthCredentials, OAuthTokens, TokenState
@@ -147,15 +147,8 @@ class OAuthBilling(ABC):
         customers = list(
             dict.fromkeys(q.billing_id for q in queries if self._id.match(q.billing_id))
         )
-        batches = chunks(customers, self._ids_per_call)
-        found = await each(batches, fetch)
-        by_customer: dict[str, list[Invoice] | Exception] = {}
-        for batch, result in zip(batches, found, strict=True):
-            for customer in batch:
-                by_customer[customer] = (
-                    result if isinstance(result, Exception) else result.get(customer, [])
-                )
-        return [_page(query, by_customer.get(query.billing_id, [])) for query in queries]
+        found = await batched(customers, self._ids_per_call, fetch)
+        return [_page(query, found.get(query.billing_id, [])) for query in queries]
 
     async def _invoices_from(
         self,

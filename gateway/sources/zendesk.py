@@ -15,15 +15,14 @@ never shown to callers.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import msgspec
@@ -33,15 +32,13 @@ from gateway.domain import Page, Ticket, TicketDraft, TicketQuery, TicketStatus
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
 from gateway.settings import Settings
 from gateway.sources.answers import ProviderAnswers, decode_or_none
-from gateway.sources.fanout import chunks
+from gateway.sources.fanout import batched, each
 from gateway.upstream import BreakerState, UpstreamClient
 
 __all__ = ["PAGE_MAX", "SHOW_MANY_MAX", "ZendeskHelpdesk", "idempotency_header"]
 
 log = logging.getLogger("gateway.sources.zendesk")
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 # Zendesk's limits: cursor pages of at most 100, show_many of at most 100 ids.
 PAGE_MAX = 100
@@ -145,25 +142,6 @@ def _read_cursor(after: str | None) -> tuple[str | None, int]:
     raise BadUserInput("after must be a cursor from a previous page", field="after")
 
 
-async def _bounded(
-    items: Sequence[T], call: Callable[[T], Awaitable[R]], limit: int
-) -> list[R | Exception]:
-    """`call` on every item, at most `limit` at once; a failure is that item's answer."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(item: T) -> R:
-        async with gate:
-            return await call(item)
-
-    answers = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
-    out: list[R | Exception] = []
-    for answer in answers:
-        if isinstance(answer, BaseException) and not isinstance(answer, Exception):
-            raise answer  # cancellation is not a provider's answer
-        out.append(answer)
-    return out
-
-
 class ZendeskHelpdesk:
     """The help-desk protocol of gateway.sources.base over the Zendesk Support API."""
 
@@ -209,7 +187,7 @@ class ZendeskHelpdesk:
 
     async def ticket_pages(self, queries: Sequence[TicketQuery]) -> list[Page[Ticket] | Exception]:
         """One page of each requester's tickets: one call per requester (usually)."""
-        return await _bounded(queries, self._ticket_page, _CONCURRENCY)
+        return await each(queries, self._ticket_page, _CONCURRENCY)
 
     async def _ticket_page(self, query: TicketQuery) -> Page[Ticket]:
         if not _numeric(query.requester_id):
@@ -278,14 +256,7 @@ class ZendeskHelpdesk:
     async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]:
         """Tickets by Zendesk id, whoever requested them: one show_many per 100 ids."""
         wanted = [id for id in dict.fromkeys(ids) if _numeric(id)]
-        batches = chunks(wanted, SHOW_MANY_MAX)
-        answers = await _bounded(batches, self._show_many, _CONCURRENCY)
-        found: dict[str, Ticket | Exception | None] = {}
-        for batch, answer in zip(batches, answers, strict=True):
-            if isinstance(answer, Exception):
-                found.update(dict.fromkeys(batch, answer))
-            else:
-                found.update(answer)
+        found = await batched(wanted, SHOW_MANY_MAX, self._show_many, _CONCURRENCY)
         return [found.get(id) for id in ids]
 
     async def _show_many(self, batch: list[str]) -> dict[str, Ticket | Exception | None]:
@@ -316,7 +287,7 @@ class ZendeskHelpdesk:
     async def requester_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
         """The Zendesk user id of each email: one users search per distinct address."""
         wanted = list(dict.fromkeys(e.strip().lower() for e in emails))
-        answers = await _bounded(wanted, self._user_by_email, _CONCURRENCY)
+        answers = await each(wanted, self._user_by_email, _CONCURRENCY)
         found = dict(zip(wanted, answers, strict=True))
         return [found[e.strip().lower()] for e in emails]
 
