@@ -89,7 +89,7 @@ def error_body(message: str, code: str, **extensions: Any) -> bytes:
 class _Request:
     """What the endpoint reads of one HTTP request."""
 
-    __slots__ = ("headers", "method", "note", "query_string")
+    __slots__ = ("after", "headers", "method", "note", "query_string")
 
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
@@ -97,6 +97,8 @@ class _Request:
         # header names arrive lower-cased; the last of repeated headers wins
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         self.note = RequestNote()  # what its access log line reports
+        # cache fills that finish after the answer has gone out (see GraphQLEndpoint.__call__)
+        self.after: list[Awaitable[object]] = []
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -152,6 +154,12 @@ class GraphQLEndpoint:
                     status,
                     {"graphql.operation.name": note.operation, "gateway.cache": note.cache},
                 )
+            if request.after:
+                # The answer is out; this request's cache fills finish now, in its own task.
+                # A next request of the same client is read after they were sent to the
+                # cache (they were scheduled before its bytes could arrive), and an ASGI
+                # test client sees them done when its call returns.
+                await _finish(request.after)
             request_note_var.reset(note_token)
             request_id_var.reset(token)
 
@@ -258,7 +266,7 @@ class GraphQLEndpoint:
 
         context = Context(self.services, viewer, request_id)
         report_cost = bool(extensions and extensions.get("cost"))
-        # entity cache fills run beside the execution; all are done before the answer
+        # entity cache fills run beside the execution, as tasks; they finish after the answer
         writes: list[asyncio.Task[None]] = []
         writes_token = deferred_writes.set(writes)
         purges = self.services.cache.purges
@@ -268,30 +276,40 @@ class GraphQLEndpoint:
             )
         finally:
             deferred_writes.reset(writes_token)
-            if writes:
-                for failed in await asyncio.gather(*writes, return_exceptions=True):
-                    if isinstance(failed, Exception):
-                        log.error("entity cache fill failed", exc_info=failed)
+            request.after.extend(writes)
         body = orjson.dumps(result)
         if responses is not None and cache_key is not None and kind is OperationType.QUERY:
             if "errors" in result or "extensions" in result:
                 RESPONSE_CACHE.labels("skip").inc()  # partial or stale answers are never kept
-            elif self.services.cache.purged_since(purges, context.touched_tags):
-                # read before a purge of this process: it may hold what the purge removed
-                RESPONSE_CACHE.labels("skip").inc()
+            elif (entry := responses.entry(body, context.touched_kinds)) is not None:
+                # Written right after the answer goes out, unless a purge of this process
+                # has since dropped one of its tags (it may hold what the purge removed).
+                # A purge the client triggers after reading it (a mutation, a webhook)
+                # arrives after that write, or finds it not made.
+                request.after.append(self._keep(cache_key, entry, context, purges))
+                return _cached(request, entry, report_cache, hit=False)
             else:
-                # stored before the answer goes out: a purge the client triggers after
-                # reading it (a mutation, a webhook) must find the entry to drop
-                stored = await responses.put(
-                    cache_key, body, context.touched_kinds, context.touched_tags
-                )
-                if stored is not None:
-                    return _cached(request, stored, report_cache, hit=False)
                 RESPONSE_CACHE.labels("skip").inc()
         if report_cache and "extensions" not in result:
             body = with_cache_extension(body, hit=False, age=0.0)
         # no data at all: refused before execution (cost), so a request error
         return (200 if "data" in result else 400), list(_JSON), body
+
+    async def _keep(self, key: str, entry: CachedResponse, context: Context, purges: int) -> None:
+        """Stores an answer after it went out, unless a purge of this process since its
+        read began dropped one of its tags."""
+        assert self.responses is not None
+        cache = self.services.cache
+        if cache.purged_since(purges, context.touched_tags):
+            RESPONSE_CACHE.labels("skip").inc()
+            return
+        await cache.guarded(self.responses.store(key, entry, context.touched_tags))
+
+
+async def _finish(after: list[Awaitable[object]]) -> None:
+    for failed in await asyncio.gather(*after, return_exceptions=True):
+        if isinstance(failed, Exception):
+            log.error("a cache fill failed", exc_info=failed)
 
 
 def _who(viewer: Viewer, request: _Request, client_ip: str) -> list[tuple[str, str]]:

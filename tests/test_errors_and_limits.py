@@ -10,6 +10,7 @@ import pytest
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import GatewayServer
+from tests.events.clients import wait_for
 from tests.servers import serve
 
 HOME = "{ me { name invoices { totalCount } tickets { totalCount } files { totalCount } } }"
@@ -50,6 +51,13 @@ def test_stale_copy_served_when_the_provider_fails(gateway_server: GatewayServer
     assert "errors" not in gateway_server.query(HOME, token=token).json()
     # the fresh entries (and the whole-response entry) expire; the provider then fails
     cache = gateway_server.gateway.services.cache
+
+    def filled() -> bool:  # the fills are written just after the answer goes out
+        keys = _fresh_billing_keys(cache)
+        written = any(":resp:" in k for k in keys) and any(":billing:" in k for k in keys)
+        return written and not cache._writing
+
+    wait_for(filled, timeout=5)
     gateway_server.server.call(cache.backend.delete(_fresh_billing_keys(cache)))
     gateway_server.sources.billing.fail = True
     body = gateway_server.query(HOME, token=token).json()

@@ -78,6 +78,8 @@ class EntityCache:
         self.purges = 0
         self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=_PURGES_KEPT)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        # Writes past their purged_since check and not yet done: a purge waits for them
+        self._writing: set[asyncio.Future[None]] = set()
         self._repeats: dict[asyncio.Task[None], list[str]] = {}
 
     def key(self, kind: str, entity: str, id: str) -> str:
@@ -234,7 +236,21 @@ class EntityCache:
             for tag in value_tags:
                 tag_map.setdefault(self.tag_key(tag), []).extend((key, key + ":stale"))
         if entries:
-            await self.backend.set_many(entries, tag_map)
+            await self.guarded(self.backend.set_many(entries, tag_map))
+
+    async def guarded(self, write: Awaitable[None]) -> None:
+        """Awaits a cache write that a purge of this process waits for (see drop_tags).
+
+        Call it in the same step as the purged_since check that allowed the write: between
+        the two, no purge may begin.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._writing.add(done)
+        try:
+            await write
+        finally:
+            self._writing.discard(done)
+            done.set_result(None)
 
     async def put(
         self, kind: str, entity: str, id: str, value: T, codec: Codec[T], tags: Sequence[str] = ()
@@ -253,13 +269,18 @@ class EntityCache:
         """Drops every entry, entity or whole response, tagged with one of `tags`.
 
         A provider read already in flight when the purge runs can still write the older
-        answer after it: in this process such fills are skipped (`purged_since`); for the other
-        replicas the purge runs again `settle` seconds later. So a purge is late by at most
+        answer after it: in this process such fills are skipped (`purged_since`), and fills
+        being written are waited for; for the other replicas the purge runs again `settle`
+        seconds later. So a purge is late by at most
         `settle` seconds on another replica, never by a whole TTL.
         """
         keys = [self.tag_key(tag) for tag in tags]
         self.purges += 1
         self._recent.append((self.purges, frozenset(tags)))
+        if self._writing:
+            # Fills already past their check may reach the cache after the purge would:
+            # it waits for them (fills not yet checked see the purge and are not written).
+            await asyncio.wait(list(self._writing))
         dropped = await self.backend.drop_tags(keys)
         if self.settle > 0:
             repeat = asyncio.get_running_loop().create_task(self._drop_again(keys))

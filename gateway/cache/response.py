@@ -25,12 +25,15 @@ _HEADER = struct.Struct("!d16s")  # stored_at (unix time), etag digest
 
 
 class CachedResponse:
-    __slots__ = ("body", "etag", "stored_at")
+    """One stored answer; `ttl` is set on an entry about to be stored (see ResponseCache.entry)."""
 
-    def __init__(self, body: bytes, etag: str, stored_at: float) -> None:
+    __slots__ = ("body", "etag", "stored_at", "ttl")
+
+    def __init__(self, body: bytes, etag: str, stored_at: float, ttl: int = 0) -> None:
         self.body = body
         self.etag = etag
         self.stored_at = stored_at
+        self.ttl = ttl
 
     @property
     def age(self) -> float:
@@ -74,20 +77,21 @@ class ResponseCache:
         ttls = [self.ttls[k] for k in kinds if k in self.ttls]
         return min(ttls) if ttls else None
 
-    async def put(
-        self, key: str, body: bytes, kinds: Iterable[str], tags: Iterable[str]
-    ) -> CachedResponse | None:
-        """Store an answer; None when it is not cacheable (too big, touched nothing)."""
+    def entry(self, body: bytes, kinds: Iterable[str]) -> CachedResponse | None:
+        """The entry an answer would be stored as; None when it is not cacheable (too big,
+        touched nothing). Made before the answer goes out, for its ETag; `store` writes it."""
         ttl = self.ttl_for(kinds)
         if ttl is None or ttl <= 0 or len(body) > self.max_bytes:
             return None
         etag = hashlib.blake2b(body, digest_size=16).digest()
-        stored_at = time.time()
+        return CachedResponse(body, f'"{etag.hex()}"', time.time(), ttl)
+
+    async def store(self, key: str, entry: CachedResponse, tags: Iterable[str]) -> None:
+        header = _HEADER.pack(entry.stored_at, bytes.fromhex(entry.etag[1:-1]))
         await self.backend.set_many(
-            [(key, _HEADER.pack(stored_at, etag) + body, ttl)],
+            [(key, header + entry.body, entry.ttl)],
             {f"{self.prefix}tag:{tag}": [key] for tag in tags},
         )
-        return CachedResponse(body, f'"{etag.hex()}"', stored_at)
 
     async def delete(self, key: str) -> None:
         await self.backend.delete([key])

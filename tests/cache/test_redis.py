@@ -479,6 +479,30 @@ async def test_a_read_in_flight_during_a_purge_is_not_cached_after_it(
     assert again.calls == [["1"]]  # a read after the purge is cached as usual
 
 
+async def test_a_purge_waits_for_a_fill_already_on_its_way(
+    entities: EntityCache, cache: RedisCache, cache_prefix: str
+) -> None:
+    """A fill that passed its purged_since check before the purge began is written before
+    the purge runs, so the purge drops it (rather than the fill landing after the purge)."""
+    gate = asyncio.Event()
+    key = entities.key("crm", "customer", "1")
+
+    async def slow_write() -> None:
+        await gate.wait()  # e.g. waiting for a pooled connection
+        await cache.set_many([(key, b"old", 300)], {entities.tag_key("customer:1"): [key]})
+
+    assert not entities.purged_since(entities.purges, ["customer:1"])
+    writing = asyncio.create_task(entities.guarded(slow_write()))
+    await asyncio.sleep(0.01)
+    purging = asyncio.create_task(entities.drop_tags(["customer:1"]))
+    await asyncio.sleep(0.05)
+    assert not purging.done()  # it waits for the write on its way
+    gate.set()
+    await writing
+    assert await purging == 1
+    assert await cache.get_many([key]) == [None]
+
+
 async def test_a_purge_runs_again_after_settle_for_other_replicas_fills(
     cache: RedisCache, cache_prefix: str
 ) -> None:

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import GatewayServer
+from tests.events.clients import wait_for
 from tests.servers import serve
 
 HOME = "{ me { id name invoices(first: 3) { edges { node { id status } } } } }"
@@ -93,7 +94,12 @@ def test_entries_expire_at_the_smallest_ttl_touched(
         "files": "{ me { name invoices { totalCount } files { totalCount } } }",
     }.items():
         ask(server, query, token=token)
-        [key] = set(store.keys(f"{cache_prefix}resp:*")) - set(ttls.values())
+
+        def stored() -> set[bytes]:  # written just after the answer went out
+            return set(store.keys(f"{cache_prefix}resp:*")) - set(ttls.values())
+
+        wait_for(stored, timeout=5)
+        [key] = stored()
         ttls[name] = key
     assert 295 <= store.ttl(ttls["crm"]) <= 300
     assert 55 <= store.ttl(ttls["billing"]) <= 60
@@ -150,8 +156,10 @@ def test_partial_failure_is_never_cached(
 ) -> None:
     token = server.token("1003")
     server.sources.billing.fail = True
+    skipped = _skips()
     failed = ask(server, HOME, token=token)
     assert failed["data"]["me"]["invoices"] is None  # type: ignore[index]
+    assert _skips() == skipped + 1  # decided before the answer went out: nothing to write
     assert not store.keys(f"{cache_prefix}resp:*")
     server.sources.billing.fail = False
     healed = ask(server, HOME, token=token)
@@ -197,7 +205,11 @@ def test_mutations_are_never_cached(
     one = ask(server, mutation, token=token)
     two = ask(server, mutation, token=token)
     assert one["data"] != two["data"]
-    assert not store.keys(f"{cache_prefix}resp:*")
+    # entries are written just after the answer: a query's entry landing shows that the
+    # mutations', had there been any, landed before it
+    ask(server, HOME, token=token)
+    wait_for(lambda: store.keys(f"{cache_prefix}resp:*"), timeout=5)
+    assert len(store.keys(f"{cache_prefix}resp:*")) == 1
 
 
 def test_response_cache_off(
@@ -230,3 +242,7 @@ def test_a_page_read_before_a_purge_is_not_kept_after_it(
         assert ask(server, HOME, token=token)["extensions"]["cache"]["hit"] is False  # type: ignore[index]
         assert ask(server, HOME, token=token)["extensions"]["cache"]["hit"] is True  # type: ignore[index]
         server.http.close()
+
+
+def _skips() -> float:
+    return REGISTRY.get_sample_value("gateway_response_cache_total", {"result": "skip"}) or 0.0

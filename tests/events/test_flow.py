@@ -101,8 +101,9 @@ async def test_invoice_paid_end_to_end_with_a_worker_process(
     env = worker_env(shared, smtp_url)
     with gateway_process(["worker"], env, tmp_path) as worker:
         assert invoice_status(gateway, "in_sbx0001002") == "OPEN"  # cached in Redis now
+        # the entity cache is filled just after the answer goes out
+        wait_for(lambda: set(store.scan_iter(match=f"{cache_prefix}*billing*")), timeout=5)
         cached = set(store.scan_iter(match=f"{cache_prefix}*billing*"))
-        assert cached
         async with (
             GraphQLSocket.open(gateway.url, gateway.token("1001")) as ada,
             GraphQLSocket.open(gateway.url, gateway.token("1002")) as grace,
