@@ -19,18 +19,26 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLEnumType,
     GraphQLError,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    Undefined,
     execute,
     get_operation_ast,
     parse,
     specified_rules,
     validate,
 )
+from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.incremental.incremental_executor import IncrementalExecutor
+from graphql.pyutils import Path
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from gateway.context import Context
@@ -116,6 +124,72 @@ def _too_complex(message: str, limit: int, actual: int) -> GraphQLError:
     return GraphQLError(message, extensions=error.extensions)
 
 
+# A plain field: one read attribute, then the scalar's or enum's output coercion.
+_Plain = tuple[str, Any]
+
+
+def plain_fields(schema: GraphQLSchema) -> dict[GraphQLObjectType, dict[str, _Plain]]:
+    """Per object type, the fields that are a plain attribute of their source: strawberry
+    fields without resolver, arguments or extensions (strawberry marks their resolver
+    `_is_default`) whose type is a scalar or an enum. Each maps to (attribute, coercion)."""
+    table: dict[GraphQLObjectType, dict[str, _Plain]] = {}
+    for named in schema.type_map.values():
+        if not isinstance(named, GraphQLObjectType) or named.name.startswith("__"):
+            continue
+        fields: dict[str, _Plain] = {}
+        for name, field in named.fields.items():
+            definition = (field.extensions or {}).get("strawberry-definition")
+            leaf = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
+            if (
+                definition is None
+                or field.args
+                or not getattr(field.resolve, "_is_default", False)
+                or not isinstance(leaf, GraphQLScalarType | GraphQLEnumType)
+            ):
+                continue
+            fields[name] = (definition.python_name, leaf.coerce_output_value)
+        if fields:
+            table[named] = fields
+    return table
+
+
+class PlainFieldsExecutor(IncrementalExecutor):
+    """graphql-core's executor with a short path for plain fields (see `plain_fields`).
+
+    A portal page is mostly such leaves (ids, amounts, statuses, dates): the general path
+    builds a resolve info, looks for arguments, calls strawberry's wrapper, checks for an
+    awaitable and dispatches on the type for each of them. Here the value is read and
+    coerced directly. Anything unusual (null, a value the scalar refuses, an exception)
+    goes through the general path, which makes the same error it always made.
+    """
+
+    plain: dict[GraphQLObjectType, dict[str, _Plain]] = {}
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        fields = self.plain.get(parent_type)
+        if fields is not None:
+            plain = fields.get(field_details_list[0].node.name.value)
+            if plain is not None:
+                try:
+                    value = getattr(source, plain[0])
+                    if value is not None:
+                        coerced = plain[1](value)
+                        if coerced is not None and coerced is not Undefined:
+                            return coerced
+                except Exception:  # noqa: S110 - the general path below reports it
+                    pass
+        return super().execute_field(
+            parent_type, source, field_details_list, path, position_context
+        )
+
+
 @dataclass(slots=True, frozen=True)
 class Prepared:
     """A parsed and validated document, or the errors that refused it."""
@@ -188,6 +262,9 @@ class GraphQLExecutor:
         self.suggestions = introspection
         self._prepared: OrderedDict[str, Prepared] = OrderedDict()
         self._cache_size = cache_size
+        self._executor_class = type(
+            "SchemaPlainFieldsExecutor", (PlainFieldsExecutor,), {"plain": plain_fields(schema)}
+        )
 
     def prepare(self, query: str) -> Prepared:
         """Parse and validate, remembering the outcome per document text."""
@@ -240,6 +317,7 @@ class GraphQLExecutor:
             context_value=context,
             variable_values=variables,
             operation_name=operation_name,
+            executor_class=self._executor_class,
         )
         if not isinstance(result, ExecutionResult):
             result = await result

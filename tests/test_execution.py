@@ -1,0 +1,110 @@
+"""The executor's short path for plain fields answers exactly what graphql-core would."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import strawberry
+from graphql import execute, parse
+
+from gateway.schema import build_schema
+from gateway.schema.execution import GraphQLExecutor, PlainFieldsExecutor, plain_fields
+
+
+@strawberry.enum
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@strawberry.type
+class Item:
+    id: strawberry.ID
+    name: str
+    note: str | None
+    colour: Colour
+    at: datetime
+    tags: list[str]
+
+    @strawberry.field
+    def shout(self) -> str:
+        return self.name.upper()
+
+
+class _Source:
+    """Attributes as an adapter's domain object holds them (the name may be missing)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def items(self) -> list[Item | None]:  # an error nulls one item, not the list
+        return ITEMS  # type: ignore[return-value]
+
+
+AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+GOOD = _Source(id="1", name="a", note=None, colour=Colour.RED, at=AT, tags=["x"])
+ITEMS: list[Any] = []
+QUERY = "{ items { id name note colour at tags shout } }"
+SCHEMA = strawberry.Schema(query=Query)._schema
+
+
+def run(executor: type | None) -> dict[str, Any]:
+    result = execute(SCHEMA, parse(QUERY), executor_class=executor)
+    assert not hasattr(result, "__await__")
+    return result.formatted  # type: ignore[union-attr]
+
+
+def fast() -> type:
+    return GraphQLExecutor(
+        SCHEMA, max_depth=10, max_aliases=10, max_cost=1000, introspection=True
+    )._executor_class
+
+
+def test_plain_fields_are_the_leaves_without_resolver() -> None:
+    item = SCHEMA.type_map["Item"]
+    table = plain_fields(SCHEMA)[item]  # type: ignore[index]
+    # a list, a resolver, and the root's resolver field are not plain
+    assert sorted(table) == ["at", "colour", "id", "name", "note"]
+    assert table["note"][0] == "note"
+
+
+def test_the_same_answer_as_graphql_core() -> None:
+    ITEMS[:] = [GOOD, _Source(id="2", name="b", note="n", colour=Colour.BLUE, at=AT, tags=[])]
+    answer = run(fast())
+    assert answer == run(None)
+    assert answer["data"]["items"][0] == {
+        "id": "1",
+        "name": "a",
+        "note": None,
+        "colour": "RED",
+        "at": "2026-01-05T09:00:00+00:00",
+        "tags": ["x"],
+        "shout": "A",
+    }
+
+
+def test_errors_are_graphql_cores_own() -> None:
+    # null for a non-null field, a value the enum refuses, a missing attribute
+    ITEMS[:] = [
+        GOOD,
+        _Source(id="2", name=None, note=None, colour=Colour.RED, at=AT, tags=[]),
+        _Source(id="3", name="c", note=None, colour="green", at=AT, tags=[]),
+        _Source(name="d", note=None, colour=Colour.RED, at=AT, tags=[]),
+    ]
+    answer = run(fast())
+    assert answer == run(None)
+    paths = sorted(tuple(error["path"]) for error in answer["errors"])
+    assert paths == [("items", 1, "name"), ("items", 2, "colour"), ("items", 3, "id")]
+
+
+def test_the_gateway_schema_has_plain_fields_on_its_page_types() -> None:
+    table = {t.name: set(f) for t, f in plain_fields(build_schema()._schema).items()}
+    assert {"id", "status", "total", "currency"} <= table["Invoice"]
+    assert {"id", "subject", "status"} <= table["Ticket"]
+    assert issubclass(fast(), PlainFieldsExecutor)
