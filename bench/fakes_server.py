@@ -2,10 +2,15 @@
 
 `python -m bench.fakes_server --latency 40 --customers 200 --ready-file PATH` serves
 HubSpot, Stripe and Zendesk (each a Starlette app under uvicorn, one event loop) and S3
-(moto's server in a thread) on free ports, each answering after the set latency, plus a
-control app whose `GET /calls` answers the calls each provider has received so far, by
-operation. When everything listens it writes the ports, credentials and seeded data to
-PATH as JSON.
+(moto's server, in a child process of its own) on free ports, each answering after the set
+latency, plus a control app whose `GET /calls` answers the calls each provider has received
+so far, by operation. When everything listens it writes the ports, credentials and seeded
+data to PATH as JSON.
+
+S3 runs apart because moto renders its XML in Python: in this process its thread held the
+GIL while the event loop was taking the gateway's Stripe and Zendesk calls, which made
+those providers look ~1 ms slower per call than they are (their handlers started late; the
+time they report starts with the handler). Real providers share no interpreter.
 
 The fakes record every call in memory (with bodies); this process folds those records
 into counters once a second so a long benchmark does not grow it without bound.
@@ -16,11 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +80,8 @@ class _TimedWsgi:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "")
         query = environ.get("QUERY_STRING", "")
+        if path == _LEDGER_PATH:
+            return self._ledger(method, query, start_response)
         if "list-type=2" in query:
             operation = "list_objects_v2"
         elif method == "HEAD":
@@ -90,8 +100,61 @@ class _TimedWsgi:
             self.took.append(time.monotonic() - started)
         return body
 
+    def _ledger(self, method: str, query: str, start_response: Callable[..., Any]) -> Any:
+        """GET: the calls and times since the last GET, cleared; POST ?latency=SECONDS."""
+        with self._lock:
+            if method == "POST":
+                self.latency = float(query.partition("latency=")[2] or 0)
+            body = json.dumps({"calls": dict(self.calls), "took": self.took}).encode()
+            self.calls.clear()
+            self.took = []
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
 
-def _start_s3(port: int) -> _TimedWsgi:
+
+_LEDGER_PATH = "/__bench__/ledger"
+
+
+class S3Process:
+    """moto's S3 in a child process (`python -m bench.fakes_server --s3-port PORT`)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.fakes_server", "--s3-port", str(port)],
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.ledger()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the fake S3 did not start") from None
+                time.sleep(0.1)
+
+    def ledger(self, latency: float | None = None) -> dict[str, Any]:
+        """Its calls and times since the last look (cleared); sets the latency if given."""
+        query = "" if latency is None else f"?latency={latency}"
+        method = "GET" if latency is None else "POST"
+        request = urllib.request.Request(self.url + _LEDGER_PATH + query, method=method)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            ledger: dict[str, Any] = json.loads(answer.read())
+        return ledger
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _serve_s3(port: int) -> None:
+    """The child: moto's server on `port` until its parent is gone."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -105,8 +168,15 @@ def _start_s3(port: int) -> _TimedWsgi:
 
     timed = _TimedWsgi(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", port, timed, True, request_handler=QuietHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return timed
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the parent killed without a word: do not outlive it
+        while os.getppid() == parent:
+            time.sleep(1)
+        server.shutdown()
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    server.serve_forever()
 
 
 # -- seeding --------------------------------------------------------------------------------
@@ -205,7 +275,7 @@ class CallLedger:
     """Every provider's calls so far, by operation; the fakes' own logs folded in and cleared."""
 
     def __init__(
-        self, hubspot: FakeHubSpot, stripe: FakeStripe, zendesk: FakeZendesk, s3: _TimedWsgi
+        self, hubspot: FakeHubSpot, stripe: FakeStripe, zendesk: FakeZendesk, s3: S3Process
     ) -> None:
         self.fakes = (hubspot, zendesk)
         self.stripe = stripe
@@ -219,8 +289,12 @@ class CallLedger:
         # how long each provider took to answer each call since the last reset_service()
         self.service: dict[str, list[float]] = {provider: [] for provider in self.totals}
 
-    def fold(self) -> None:
-        # runs on the event loop that also runs the fakes' handlers: nothing interleaves
+    async def fold(self) -> None:
+        # S3's ledger first, from its process, in a thread: the loop keeps serving meanwhile
+        s3 = await asyncio.to_thread(self.s3.ledger)
+        self.totals["s3"].update(s3["calls"])
+        self._took("s3", s3["took"])
+        # the rest runs on the event loop that also runs the fakes' handlers: no interleaving
         for fake in self.fakes:
             with fake.lock:
                 self.totals[fake.provider].update(fake.counts())
@@ -232,32 +306,27 @@ class CallLedger:
             path = _STRIPE_ID.sub(lambda m: "/{" + m[1] + "}", call.path.rstrip("/"))
             self.totals["stripe"][f"{call.method} {path}"] += 1
         self._took("stripe", (c.took for c in calls))
-        with self.s3._lock:
-            self.totals["s3"].update(self.s3.calls)
-            self.s3.calls.clear()
-            self._took("s3", self.s3.took)
-            self.s3.took.clear()
 
     def _took(self, provider: str, seconds: Iterable[float | None]) -> None:
         kept = self.service[provider]
         kept.extend(s for s in seconds if s is not None)
         del kept[:-10_000]  # bounded: a long run keeps its latest calls
 
-    def reset_service(self) -> None:
-        self.fold()
+    async def reset_service(self) -> None:
+        await self.fold()
         for kept in self.service.values():
             kept.clear()
 
-    def service_ms(self) -> dict[str, float | None]:
+    async def service_ms(self) -> dict[str, float | None]:
         """Each provider's median time to answer one call since the last reset, in ms."""
-        self.fold()
+        await self.fold()
         return {
             provider: round(statistics.median(kept) * 1000, 2) if kept else None
             for provider, kept in self.service.items()
         }
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        self.fold()
+    async def snapshot(self) -> dict[str, dict[str, int]]:
+        await self.fold()
         return {provider: dict(counts) for provider, counts in self.totals.items()}
 
 
@@ -285,20 +354,37 @@ async def serve(options: argparse.Namespace) -> None:
     ports = {name: free_port() for name in ("hubspot", "stripe", "zendesk", "s3", "control")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     hubspot.url, stripe.url, zendesk.url = urls["hubspot"], urls["stripe"], urls["zendesk"]
-    s3 = _start_s3(ports["s3"])
+    s3 = await asyncio.to_thread(S3Process, ports["s3"])
+    try:
+        await _serve(options, latency, hubspot, stripe, zendesk, s3, ports, urls)
+    finally:
+        s3.stop()
+
+
+async def _serve(
+    options: argparse.Namespace,
+    latency: float,
+    hubspot: FakeHubSpot,
+    stripe: FakeStripe,
+    zendesk: FakeZendesk,
+    s3: S3Process,
+    ports: dict[str, int],
+    urls: dict[str, str],
+) -> None:
     dataset = await asyncio.to_thread(seed, options.customers, hubspot, stripe, zendesk, urls["s3"])
     ledger = CallLedger(hubspot, stripe, zendesk, s3)
-    ledger.fold()  # seeding S3 went through the server: not the gateway's calls
+    await ledger.fold()  # seeding S3 went through the server: not the gateway's calls
     ledger.totals["s3"].clear()
-    hubspot.latency = stripe.latency = zendesk.latency = s3.latency = latency
+    hubspot.latency = stripe.latency = zendesk.latency = latency
+    await asyncio.to_thread(s3.ledger, latency)
 
     async def calls(_request: Request) -> JSONResponse:
-        return JSONResponse(ledger.snapshot())
+        return JSONResponse(await ledger.snapshot())
 
     async def service(request: Request) -> JSONResponse:
         if request.method == "POST":
-            ledger.reset_service()
-        return JSONResponse(ledger.service_ms())
+            await ledger.reset_service()
+        return JSONResponse(await ledger.service_ms())
 
     control = Starlette(
         routes=[Route("/calls", calls), Route("/service", service, methods=["GET", "POST"])]
@@ -331,15 +417,21 @@ async def serve(options: argparse.Namespace) -> None:
     await asyncio.to_thread(Path(options.ready_file).write_text, json.dumps(ready))
     while not any(task.done() for task in tasks):
         await asyncio.sleep(1)
-        ledger.fold()
+        await ledger.fold()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fakes_server")
     parser.add_argument("--latency", type=float, default=40.0, help="ms per call")
     parser.add_argument("--customers", type=int, default=200)
-    parser.add_argument("--ready-file", required=True)
+    parser.add_argument("--ready-file")
+    parser.add_argument("--s3-port", type=int, help="serve only S3, on this port (the child)")
     options = parser.parse_args(argv)
+    if options.s3_port is not None:
+        _serve_s3(options.s3_port)
+        return 0
+    if options.ready_file is None:
+        parser.error("--ready-file is required")
     try:
         import uvloop
     except ImportError:

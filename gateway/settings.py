@@ -21,6 +21,8 @@ DEFAULT_RATE_LIMITS: dict[str, tuple[int, float]] = {
     "zendesk": (700, 60.0),
     "xero": (60, 60.0),
     "quickbooks": (500, 60.0),
+    # S3: 5,500 GET/HEAD requests per second per prefix (each customer is a prefix)
+    "s3": (5500, 1.0),
 }
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -159,6 +161,7 @@ class Settings(BaseSettings):
     rate_limit_zendesk: str | None = None
     rate_limit_xero: str | None = None
     rate_limit_quickbooks: str | None = None
+    rate_limit_s3: str | None = None
 
     # Incoming limits per viewer, per service key and per client IP ("off" disables one).
     rate_limit_viewer: str = "600/60s"
@@ -220,6 +223,7 @@ class Settings(BaseSettings):
         "rate_limit_zendesk",
         "rate_limit_xero",
         "rate_limit_quickbooks",
+        "rate_limit_s3",
         "rate_limit_viewer",
         "rate_limit_service",
         "rate_limit_ip",

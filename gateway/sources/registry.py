@@ -87,7 +87,7 @@ def build_sources(settings: Settings, redis: Redis | None = None) -> Sources:
     elif settings.files_source == "s3":
         from gateway.sources.s3 import S3FileStore  # boto3 is imported only when used
 
-        files = S3FileStore(settings)
+        files = S3FileStore(settings, redis=redis)
     else:
         raise NotImplementedError(f"FILES_SOURCE={settings.files_source} is not built yet")
     return Sources(crm=crm, billing=billing, helpdesk=helpdesk, files=files)

@@ -7,11 +7,13 @@ so no id names a key outside its customer's folder; the resolvers check that the
 is the viewer. Downloads are presigned GETs, uploads presigned POSTs whose policy fixes the
 key, the exact Content-Type and the size range: S3 itself refuses anything else.
 
-boto3 blocks, so every call runs in a worker thread (`asyncio.to_thread`), under the
-provider's circuit breaker and counted in the upstream metrics. The calls do not go through
-`UpstreamClient` (boto3 has its own HTTP stack), so botocore's standard retry mode is the
-one retry policy here, configured from the same settings: `RETRY_MAX_ATTEMPTS` attempts in
-all, `UPSTREAM_TIMEOUT` per attempt.
+The folder listing, the one call of a portal page, goes through the gateway's own
+`UpstreamClient` (async, with its deadline, retries, circuit breaker and rate limit), signed
+by `sigv4.BucketSigner` with the credentials of the boto3 client. boto3 blocks, so the other
+calls (HeadObject, DeleteObject, presigned POSTs) run in a worker thread
+(`asyncio.to_thread`), under the same circuit breaker and counted in the same upstream
+metrics, with botocore's standard retry mode configured from the same settings:
+`RETRY_MAX_ATTEMPTS` attempts in all, `UPSTREAM_TIMEOUT` per attempt.
 
 Upload completion is known from S3 itself: the bucket sends `s3:ObjectCreated:*` event
 notifications to an SQS queue, and `S3UploadNotifications` turns each into a `FileUploaded`
@@ -32,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote_plus
+from xml.etree import ElementTree
 
 import boto3
 from botocore.config import Config
@@ -43,6 +46,8 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as parse_xml
 
 from gateway.domain import DomainEvent, FileQuery, FileUploaded, Page, StoredFile, UploadForm
 from gateway.errors import BadUserInput, IntegrationUnavailable
@@ -50,11 +55,12 @@ from gateway.observability import UPSTREAM_REQUESTS, UPSTREAM_SECONDS, count_ups
 from gateway.settings import Settings
 from gateway.sources.fanout import each
 from gateway.sources.local_files import decode_file_id, encode_file_id, safe_name
-from gateway.sources.sigv4 import QueryPresigner
-from gateway.upstream import POOL_SIZE, BreakerState, CircuitBreaker
+from gateway.sources.sigv4 import BucketSigner
+from gateway.upstream import POOL_SIZE, BreakerState, UpstreamClient
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from redis.asyncio import Redis
 
 __all__ = [
     "CONCURRENCY",
@@ -109,8 +115,11 @@ class S3FileStore:
 
     name = SOURCE
 
-    def __init__(self, settings: Settings, *, client: S3Client | None = None) -> None:
-        """`client` replaces the one built from the settings (tests)."""
+    def __init__(
+        self, settings: Settings, *, client: S3Client | None = None, redis: Redis | None = None
+    ) -> None:
+        """`client` replaces the one built from the settings (tests); `redis` shares the
+        rate limit of the listing with the other replicas."""
         if not settings.s3_bucket:
             raise ValueError("FILES_SOURCE=s3 needs S3_BUCKET")
         self.bucket = settings.s3_bucket
@@ -119,18 +128,21 @@ class S3FileStore:
         self.allowed_types = frozenset(settings.files_allowed_types)
         self.max_ttl = settings.files_url_max_ttl
         self.upload_ttl = min(UPLOAD_FORM_TTL, settings.files_url_max_ttl)
-        self.breaker = CircuitBreaker(
-            SOURCE, failures=settings.breaker_failures, reset=settings.breaker_reset
-        )
+        # absolute URLs: the bucket's base comes from boto3 (see _bucket)
+        self._upstream = UpstreamClient(SOURCE, base_url="", settings=settings, redis=redis)
+        self.breaker = self._upstream.breaker  # one breaker for boto3's calls and the listing
         self._client = client or s3_client(settings)
-        self._presigner: QueryPresigner | None = None
+        self._signer: BucketSigner | None = None
 
     @property
     def breaker_state(self) -> BreakerState:
         return self.breaker.state
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._client.close)
+        try:
+            await self._upstream.aclose()
+        finally:
+            await asyncio.to_thread(self._client.close)
 
     # -- keys and ids ---------------------------------------------------------------------
 
@@ -172,11 +184,7 @@ class S3FileStore:
             raise ValueError("not a file of this store")
         _customer, name, key = located
         ttl = min(max(expires_in, 1), self.max_ttl)
-        if self._presigner is None:  # here, not at start: boto3 wants credentials to probe
-            self._presigner = QueryPresigner.from_client(self._client, self.bucket)
-        return self._presigner.get_url(
-            key, ttl, {"response-content-disposition": _attachment(name)}
-        )
+        return self._bucket().get_url(key, ttl, {"response-content-disposition": _attachment(name)})
 
     async def request_upload(
         self, customer_id: str, name: str, content_type: str, size: int
@@ -238,20 +246,21 @@ class S3FileStore:
         if query.first <= 0:
             return Page(items=[], next_cursor=None, total_count=None)
         # Delimiter: objects in sub-folders are not the customer's files; S3 answers keys
-        # in name order, and MaxKeys = first makes one call per page.
-        listing = partial(
-            self._client.list_objects_v2,
-            Bucket=self.bucket,
-            Prefix=folder,
-            Delimiter="/",
-            MaxKeys=min(query.first, 1000),
-        )
+        # in name order, and max-keys = first makes one call per page. encoding-type=url
+        # (as boto3 asks): any key survives the XML.
+        listing = {
+            "list-type": "2",
+            "prefix": folder,
+            "delimiter": "/",
+            "max-keys": str(min(query.first, 1000)),
+            "encoding-type": "url",
+        }
         if start_after is not None:
-            listing = partial(listing, StartAfter=start_after)
-        answer = await self._run("list_objects_v2", listing)
+            listing["start-after"] = start_after
+        objects, truncated = await self._list(listing)
         items: list[StoredFile] = []
-        for obj in answer.get("Contents", []):
-            name = obj.get("Key", "")[len(folder) :]
+        for key, size, modified in objects:
+            name = key[len(folder) :] if key.startswith(folder) else ""
             if not safe_name(name):
                 continue
             items.append(
@@ -259,12 +268,12 @@ class S3FileStore:
                     id=encode_file_id(customer_id, name),
                     customer_id=customer_id,
                     name=name,
-                    size=int(obj.get("Size", 0)),
-                    uploaded_at=_aware(obj.get("LastModified")),
+                    size=size,
+                    uploaded_at=modified,
                     content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
                 )
             )
-        more = bool(answer.get("IsTruncated")) and bool(items)
+        more = truncated and bool(items)
         return Page(
             items=items,
             next_cursor=items[-1].id if more else None,
@@ -300,6 +309,51 @@ class S3FileStore:
         return await self._head(encode_file_id(*split))
 
     # -- calls under the breaker --------------------------------------------------------------
+
+    def _bucket(self) -> BucketSigner:
+        if self._signer is None:  # here, not at start: boto3 wants credentials to probe
+            self._signer = BucketSigner.from_client(self._client, self.bucket)
+        return self._signer
+
+    async def _list(self, query: dict[str, str]) -> tuple[list[_Object], bool]:
+        """One ListObjectsV2 of the bucket: (key, size, last modified) each, and whether
+        S3 has more. Raises IntegrationUnavailable as the boto3 calls do."""
+        operation = "list_objects_v2"
+        try:
+            url, headers = self._bucket().bucket_get(query)
+        except (NoCredentialsError, PartialCredentialsError, RuntimeError):
+            log.error("s3 %s: no AWS credentials found", operation)
+            raise IntegrationUnavailable(
+                SOURCE, "s3 is not configured with credentials", retryable=False
+            ) from None
+        response = await self._upstream.request("GET", url, operation=operation, headers=headers)
+        try:
+            root = parse_xml(response.content)  # no DTD, no entity expansion
+        except (ElementTree.ParseError, DefusedXmlException):
+            root = None
+        if response.status_code != 200:
+            code = _text(root, "Code") if root is not None else ""
+            raise _error_of(operation, code or str(response.status_code), response.status_code)
+        if root is None or _local(root.tag) != "ListBucketResult":
+            log.warning(
+                "s3 %s: the answer is not a listing",
+                operation,
+                extra={"provider": SOURCE, "operation": operation},
+            )
+            raise IntegrationUnavailable(SOURCE, "s3 answered something that is not a listing")
+        url_encoded = _text(root, "EncodingType") == "url"
+        objects: list[_Object] = []
+        for element in root:
+            if _local(element.tag) != "Contents":
+                continue
+            key = _text(element, "Key")
+            try:
+                size = int(_text(element, "Size") or 0)
+                modified = _aware(datetime.fromisoformat(_text(element, "LastModified")))
+            except ValueError:
+                size, modified = 0, _aware(None)
+            objects.append((unquote_plus(key) if url_encoded else key, size, modified))
+        return objects, _text(root, "IsTruncated") == "true"
 
     async def _run(self, operation: str, call: Callable[[], T], *, remote: bool = True) -> T:
         """`call()` in a worker thread, under the breaker, counted; S3 errors mapped.
@@ -386,6 +440,23 @@ def _error_of(operation: str, code: str, status: int) -> Exception:
         else "s3 refused the gateway's request"
     )
     return IntegrationUnavailable(SOURCE, message, retryable=False)
+
+
+# A listed object: key, size, last modified.
+_Object = tuple[str, int, datetime]
+
+
+def _local(tag: str) -> str:
+    """An XML tag without its namespace (S3 answers in its 2006-03-01 namespace)."""
+    return tag.rpartition("}")[2]
+
+
+def _text(element: ElementTree.Element, child: str) -> str:
+    """The text of `element`'s first child named `child` (any namespace), else ""."""
+    for node in element:
+        if _local(node.tag) == child:
+            return node.text or ""
+    return ""
 
 
 def _attachment(name: str) -> str:

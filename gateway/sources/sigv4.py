@@ -1,12 +1,21 @@
-"""Presigned S3 GETs (SigV4, query-string auth) without boto3's per-call machinery.
+"""S3 requests signed with SigV4 without boto3's per-call machinery.
 
-`generate_presigned_url` costs ~160 µs a link: endpoint rules, parameter validation and
-event hooks run for every call, and a portal page shows ten or more links. This signer
-does only the signature (~15 µs): the URL base (endpoint, addressing style, bucket) is
-taken once from boto3 itself, the credentials come from the client's own provider on each
-call (so temporary credentials still rotate), and the algorithm is AWS's "Authenticating
-Requests: Using Query Parameters (AWS Signature Version 4)". tests/sources/test_s3_files.py
-checks that its URLs equal boto3's, byte for byte, at the same instant.
+Two uses on the portal's hot path:
+
+- presigned GETs (query-string auth): `generate_presigned_url` costs ~160 µs a link
+  (endpoint rules, parameter validation and event hooks run for every call) and a portal
+  page shows ten or more links; this signer does only the signature (~15 µs);
+- the folder listing (`ListObjectsV2`, header auth), sent by the gateway's own async HTTP
+  client: boto3 blocks, so each call ran in a worker thread, and its ~2.5 ms of CPU there
+  held the GIL while the event loop was sending the page's other provider calls (DESIGN
+  section 12 and the closing note of issue 9 have the measurements).
+
+The URL base (endpoint, addressing style, bucket) is taken once from boto3 itself, the
+credentials come from the client's own provider on each call (so temporary credentials
+still rotate), and the algorithms are AWS's "Authenticating Requests: Using Query
+Parameters" and "Using the Authorization Header" (AWS Signature Version 4).
+tests/sources/test_s3_files.py checks the URLs equal boto3's byte for byte, and that a
+server recomputing the header signature with botocore from what it received agrees.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-__all__ = ["Credentials", "QueryPresigner"]
+__all__ = ["BucketSigner", "Credentials"]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _PROBE_KEY = "p"
 
 
@@ -35,8 +45,8 @@ def _encode(value: str) -> str:
     return quote(value, safe="-_.~")
 
 
-class QueryPresigner:
-    """Presigned GETs for the objects of one bucket, signed as boto3 signs them."""
+class BucketSigner:
+    """Signed requests for one bucket: presigned object GETs, header-signed bucket GETs."""
 
     def __init__(
         self,
@@ -56,7 +66,7 @@ class QueryPresigner:
         self._keys: dict[tuple[str, str], bytes] = {}  # (secret, date) -> signing key
 
     @classmethod
-    def from_client(cls, client: Any, bucket: str) -> QueryPresigner:
+    def from_client(cls, client: Any, bucket: str) -> BucketSigner:
         """For a boto3 S3 client: its endpoint, addressing style and credential provider."""
         probe: str = client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
@@ -122,3 +132,53 @@ class QueryPresigner:
         ).hexdigest()
         query_string = "&".join(f"{n}={v}" for n, v in [*given, *auth])
         return f"{self.base_url}{path}?{query_string}&X-Amz-Signature={signature}"
+
+    @property
+    def bucket_path(self) -> str:
+        """The path of the bucket itself ("/bucket" path-style, "/" virtual-hosted)."""
+        return self.base_path.rstrip("/") or "/"
+
+    def bucket_get(self, query: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """URL and headers of a GET on the bucket (ListObjectsV2, say) with `query`, signed
+        in the Authorization header; the query is encoded here, once, as it is signed."""
+        credentials = self.credentials()
+        stamp = self.now().strftime("%Y%m%dT%H%M%SZ")
+        date = stamp[:8]
+        scope = f"{date}/{self.region}/s3/aws4_request"
+        path = self.bucket_path
+        canonical_query = "&".join(
+            f"{n}={v}" for n, v in sorted((_encode(n), _encode(v)) for n, v in query.items())
+        )
+        headers = {
+            "host": self.host,
+            "x-amz-content-sha256": EMPTY_SHA256,
+            "x-amz-date": stamp,
+        }
+        if credentials.token:
+            headers["x-amz-security-token"] = credentials.token
+        signed = ";".join(sorted(headers))
+        canonical_request = "\n".join(
+            (
+                "GET",
+                path,
+                canonical_query,
+                "".join(f"{name}:{headers[name].strip()}\n" for name in sorted(headers)),
+                signed,
+                EMPTY_SHA256,
+            )
+        )
+        string_to_sign = "\n".join(
+            (_ALGORITHM, stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
+        )
+        signature = hmac.new(
+            self._signing_key(credentials.secret_key, date),
+            string_to_sign.encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        headers["authorization"] = (
+            f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
+            f"SignedHeaders={signed}, Signature={signature}"
+        )
+        del headers["host"]  # the HTTP client sends it, from the URL
+        origin = self.base_url[: len(self.base_url) - len(self.base_path)]
+        return f"{origin}{path}?{canonical_query}", headers

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlsplit
 
 import boto3
 import httpx
@@ -305,9 +305,94 @@ def test_our_presigned_links_are_byte_for_byte_boto3s(endpoint: str | None, toke
                 ExpiresIn=900,
             )
             store.download_url(file, 1)  # builds the presigner
-            assert store._presigner is not None
-            store._presigner.now = lambda: instant
+            assert store._signer is not None
+            store._signer.now = lambda: instant
             assert store.download_url(file, 900) == expected
+
+
+_LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+<Name>docs-bucket</Name><Prefix>customers%2F1001%2F</Prefix><KeyCount>1</KeyCount>
+<MaxKeys>10</MaxKeys><Delimiter>%2F</Delimiter><EncodingType>url</EncodingType>
+<IsTruncated>false</IsTruncated>
+<Contents><Key>customers%2F1001%2Fa+b%C3%BC%2B.pdf</Key>
+<LastModified>2026-11-28T10:00:00.000Z</LastModified><Size>42</Size></Contents>
+</ListBucketResult>"""
+
+
+@pytest.mark.parametrize("token", ["FwoGZX/session+token=", None])
+async def test_the_listing_is_signed_as_s3_checks_it(token: str | None) -> None:
+    """The listing leaves through the gateway's HTTP client, not boto3's: a server that
+    recomputes the signature from the request it received, with botocore's own signer (as
+    S3 does), finds the one we sent; the url-encoded answer is read as boto3 reads it."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    received: list[dict[str, Any]] = []
+
+    async def bucket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # uvicorn's lifespan: nothing to start
+            return
+        received.append(
+            {
+                "path": scope["raw_path"].decode(),
+                "query": scope["query_string"].decode(),
+                "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
+            }
+        )
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": _LISTING})
+
+    secret = "wJalr/XUtnFEMI+K7MDENG"
+    with serve(bucket) as server:
+        settings = s3_settings(server.url, "docs-bucket")
+        client = boto3.session.Session(
+            aws_access_key_id="AKIDEXAMPLE",
+            aws_secret_access_key=secret,
+            aws_session_token=token,
+        ).client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=server.url,
+            config=s3_client(settings).meta.config,
+        )
+        store = S3FileStore(settings, client=client)
+        try:
+            [page] = await store.file_pages([FileQuery(customer_id="1001", first=10)])
+        finally:
+            await store.aclose()
+    assert not isinstance(page, Exception)
+    [file] = page.items
+    assert (file.name, file.size) == ("a bü+.pdf", 42)
+    assert file.uploaded_at == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+
+    [request] = received
+    headers = request["headers"]
+    assert request["path"] == "/docs-bucket"
+    assert parse_qs(request["query"]) == {
+        "list-type": ["2"],
+        "prefix": ["customers/1001/"],
+        "delimiter": ["/"],
+        "max-keys": ["10"],
+        "encoding-type": ["url"],
+    }
+    # S3's check: the canonical request rebuilt from what arrived (the parameters decoded,
+    # then encoded as SigV4 wants: the transport sends "/" in a query as is), signed
+    canonical_query = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+        for k, v in parse_qsl(request["query"], keep_blank_values=True)
+    )
+    check = AWSRequest(
+        method="GET",
+        url=f"{server.url}{request['path']}?{canonical_query}",
+        headers={"X-Amz-Content-SHA256": headers["x-amz-content-sha256"]},
+    )
+    sent_at = datetime.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=sent_at):
+        S3SigV4Auth(Credentials("AKIDEXAMPLE", secret, token), "s3", REGION).add_auth(check)
+    assert headers["authorization"] == check.headers["Authorization"]
+    assert headers.get("x-amz-security-token") == token
 
 
 async def test_upload_policy_pins_key_type_and_size_and_the_upload_works(
