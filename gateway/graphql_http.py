@@ -228,7 +228,7 @@ class GraphQLEndpoint:
             if responses is not None and cache_key is not None:
                 if bypass:
                     RESPONSE_CACHE.labels("bypass").inc()
-                elif (cached := responses.parse(data)) is not None:
+                elif (cached := responses.parse(data) or responses.landing(cache_key)) is not None:
                     RESPONSE_CACHE.labels("hit").inc()
                     request.note.cache = "hit"
                     return _cached(request, cached, report_cache, hit=True)

@@ -21,6 +21,8 @@ from gateway.observability import CACHE_REQUESTS
 
 __all__ = ["EntityCache", "Fetch", "StaleHit", "deferred_writes"]
 
+_NOTHING = object()  # not among the values being written
+
 log = logging.getLogger(__name__)
 
 # Where a request collects its cache fills: set, the write of a fetched batch runs beside
@@ -80,6 +82,8 @@ class EntityCache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         # Writes past their purged_since check and not yet done: a purge waits for them
         self._writing: set[asyncio.Future[None]] = set()
+        # The values of those writes, by key: a read meanwhile gets them, not a miss
+        self._landing: dict[str, Any] = {}
         self._repeats: dict[asyncio.Task[None], list[str]] = {}
 
     def key(self, kind: str, entity: str, id: str) -> str:
@@ -103,7 +107,8 @@ class EntityCache:
 
         `fetch` answers in id order (value, None or an Exception per id) or raises for the
         whole batch. Where it fails, an id with a stale copy gets that copy and a StaleHit
-        is appended to `stale`; the others get the exception.
+        is appended to `stale`; the others get the exception. A value this process is
+        writing just after an answer (not landed in the backend yet) counts as cached.
         """
         keys = [self.key(kind, entity, id) for id in ids]
         raw = await self.backend.get_many(keys)
@@ -115,6 +120,14 @@ class EntityCache:
                 missing.append(index)
             else:
                 results[index] = decoded[0]
+        if missing and self._landing:
+            # written just after an answer went out and not landed yet: as good as a hit
+            landing = self._landing
+            results_of = [(i, landing.get(keys[i], _NOTHING)) for i in missing]
+            missing = [i for i, value in results_of if value is _NOTHING]
+            for i, value in results_of:
+                if value is not _NOTHING:
+                    results[i] = value
         hits = len(ids) - len(missing)
         if hits:
             CACHE_REQUESTS.labels(kind, "hit").inc(hits)
@@ -224,6 +237,7 @@ class EntityCache:
         now = time.time()
         entries: list[Entry] = []
         tag_map: dict[str, list[str]] = {}
+        written: dict[str, Any] = {}
         for id, key, value in zip(ids, keys, fetched, strict=True):
             if value is None or isinstance(value, Exception):
                 continue
@@ -231,12 +245,19 @@ class EntityCache:
             if read_at is not None and self.purged_since(read_at, value_tags):
                 continue  # maybe what the purge removed
             data = codec.encode(value, now)
+            written[key] = value
             entries.append((key, data, ttl))
             entries.append((key + ":stale", data, self.stale_ttl))
             for tag in value_tags:
                 tag_map.setdefault(self.tag_key(tag), []).extend((key, key + ":stale"))
         if entries:
-            await self.guarded(self.backend.set_many(entries, tag_map))
+            self._landing.update(written)
+            try:
+                await self.guarded(self.backend.set_many(entries, tag_map))
+            finally:
+                for key, value in written.items():
+                    if self._landing.get(key) is value:
+                        del self._landing[key]
 
     async def guarded(self, write: Awaitable[None]) -> None:
         """Awaits a cache write that a purge of this process waits for (see drop_tags).

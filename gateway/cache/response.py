@@ -48,6 +48,9 @@ class ResponseCache:
         self.prefix = prefix
         self.ttls = ttls
         self.max_bytes = max_bytes
+        # Entries on their way to the backend (stored after their answer went out): a
+        # request that reads one meanwhile gets it, not a miss (see `landing`).
+        self._landing: dict[str, CachedResponse] = {}
 
     def key(
         self, scope: str, document: str, variables: dict[str, Any] | None, operation: str | None
@@ -88,10 +91,24 @@ class ResponseCache:
 
     async def store(self, key: str, entry: CachedResponse, tags: Iterable[str]) -> None:
         header = _HEADER.pack(entry.stored_at, bytes.fromhex(entry.etag[1:-1]))
-        await self.backend.set_many(
-            [(key, header + entry.body, entry.ttl)],
-            {f"{self.prefix}tag:{tag}": [key] for tag in tags},
-        )
+        self._landing[key] = entry
+        try:
+            await self.backend.set_many(
+                [(key, header + entry.body, entry.ttl)],
+                {f"{self.prefix}tag:{tag}": [key] for tag in tags},
+            )
+        finally:
+            if self._landing.get(key) is entry:
+                del self._landing[key]
+
+    def landing(self, key: str) -> CachedResponse | None:
+        """The entry being stored under `key` by this process, if any.
+
+        A client that asks again the moment its answer arrives can be read before the
+        write of that answer lands (on another connection of the pool): it gets the entry
+        from here. A purge waits for such writes (EntityCache.guarded), so it never finds
+        one here that it should have dropped."""
+        return self._landing.get(key)
 
     async def delete(self, key: str) -> None:
         await self.backend.delete([key])

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -37,37 +38,47 @@ log = logging.getLogger("gateway.upstream")
 # Unix time in microseconds) and Redis truncates a Lua float reply to an integer. Writing
 # after TIME needs scripts replicated by effect: the default since Redis 5, the only mode
 # since 7 (an older Redis rejects the script and the limiter stays in-process).
-# One call reserves slots for every caller of one event-loop turn, in order: ARGV holds
-# calls, per, then a (max wait, member) pair per caller; the reply a (granted, wait) pair
+# One call reserves slots for every caller of one event-loop turn, of every provider, in
+# order: KEYS are the providers' logs; ARGV holds, per caller, the index of its key, that
+# provider's calls and per, its max wait and a member; the reply a (granted, wait) pair
 # each. A slot too far away for its caller is refused and not reserved.
 _RESERVE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local calls = tonumber(ARGV[1])
-local per = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - per)
 local out = {}
-local longest = -1
-for i = 3, #ARGV, 2 do
-  local max_wait = tonumber(ARGV[i])
-  local count = redis.call('ZCARD', KEYS[1])
+local longest = {}
+local window = {}
+for i = 1, #ARGV, 5 do
+  local k = tonumber(ARGV[i])
+  local key = KEYS[k]
+  local calls = tonumber(ARGV[i + 1])
+  local per = tonumber(ARGV[i + 2])
+  local max_wait = tonumber(ARGV[i + 3])
+  if window[k] == nil then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
+    window[k] = per
+    longest[k] = -1
+  end
+  local count = redis.call('ZCARD', key)
   local slot = now
   if count >= calls then
-    local bound = redis.call('ZRANGE', KEYS[1], count - calls, count - calls, 'WITHSCORES')
+    local bound = redis.call('ZRANGE', key, count - calls, count - calls, 'WITHSCORES')
     slot = math.max(now, tonumber(bound[2]) + per)
   end
   local wait = slot - now
   if wait > max_wait then
     out[#out + 1] = 0
   else
-    redis.call('ZADD', KEYS[1], slot, ARGV[i + 1])
-    longest = math.max(longest, wait)
+    redis.call('ZADD', key, slot, ARGV[i + 4])
+    longest[k] = math.max(longest[k], wait)
     out[#out + 1] = 1
   end
   out[#out + 1] = wait
 end
-if longest >= 0 then
-  redis.call('PEXPIRE', KEYS[1], math.ceil((longest + per) / 1000))
+for k, wait in pairs(longest) do
+  if wait >= 0 then
+    redis.call('PEXPIRE', KEYS[k], math.ceil((wait + window[k]) / 1000))
+  end
 end
 return out
 """
@@ -85,6 +96,46 @@ _REDIS_TIMEOUT = 0.5
 # After a Redis failure the limiter stays in-process this long before trying Redis again,
 # so an outage does not add a failed connection attempt to every provider call.
 _REDIS_RETRY_INTERVAL = 5.0
+
+
+class _SharedLogs:
+    """The providers' logs in one Redis: every reservation of one event-loop turn, whatever
+    its provider, goes out in one script call (a portal page's billing and help-desk calls
+    leave together, and neither waits behind the other's round trip)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.script: AsyncScript = redis.register_script(_RESERVE)
+        self._turn: TurnBatch[tuple[str, int, int, int], float] = TurnBatch(self._reserve)
+
+    async def reserve(self, key: str, calls: int, per: int, max_wait: int) -> float:
+        """The wait in seconds for a slot of the log `key`, negative when refused; raises
+        what Redis raised."""
+        return await self._turn.submit((key, calls, per, max_wait))
+
+    async def _reserve(self, asks: list[tuple[str, int, int, int]]) -> list[float]:
+        keys: dict[str, int] = {}
+        args: list[int | str] = []
+        for key, calls, per, max_wait in asks:
+            index = keys.setdefault(key, len(keys) + 1)
+            args += [index, calls, per, max_wait, uuid.uuid4().hex]
+        async with asyncio.timeout(_REDIS_TIMEOUT):
+            reply = await self.script(keys=list(keys), args=args)
+        # a refused slot travels as a negative wait: SlotUnavailable for its caller
+        return [
+            (1 if int(reply[i]) else -1) * int(reply[i + 1]) / 1_000_000
+            for i in range(0, 2 * len(asks), 2)
+        ]
+
+
+# One per Redis client (so per event loop): the limiters of every provider share it.
+_shared: weakref.WeakKeyDictionary[Redis, _SharedLogs] = weakref.WeakKeyDictionary()
+
+
+def _logs_in(redis: Redis) -> _SharedLogs:
+    logs = _shared.get(redis)
+    if logs is None:
+        logs = _shared[redis] = _SharedLogs(redis)
+    return logs
 
 
 class SlotUnavailable(Exception):
@@ -145,13 +196,10 @@ class RateLimiter:
         # The window the slots are spaced by: the provider's, widened by the margin.
         self._window = limit.per + max(margin, 0.0)
         self._local = _LocalWindow(limit.calls, self._window)
-        self._script: AsyncScript | None = (
-            redis.register_script(_RESERVE) if redis is not None else None
-        )
+        # callers of one event-loop turn, of every provider, share one script call
+        self._logs: _SharedLogs | None = _logs_in(redis) if redis is not None else None
         self._falling_back = False
         self._next_redis_try = 0.0
-        # callers of one event-loop turn share one script call
-        self._turn: TurnBatch[float, float | None] = TurnBatch(self._reserve_turn)
 
     @property
     def shared(self) -> bool:
@@ -164,8 +212,7 @@ class RateLimiter:
         Raises SlotUnavailable, reserving nothing, when that slot is more than `max_wait`
         seconds away.
         """
-        script = self._script
-        if script is not None and self._clock() >= self._next_redis_try:
+        if self._logs is not None and self._clock() >= self._next_redis_try:
             if self._falling_back:
                 # One caller at a time finds out whether Redis is back; the others stay
                 # in-process meanwhile instead of all waiting on a dead connection.
@@ -179,30 +226,16 @@ class RateLimiter:
         """The wait from the Redis log, or None when Redis failed (the caller goes local).
 
         Callers of one event-loop turn share one script call: a page over fifty customers
-        reserves its fifty calls in one round trip instead of fifty.
+        reserves its fifty calls, and its other providers' calls, in one round trip.
         """
-        wait = await self._turn.submit(max(max_wait, 0.0))
-        if wait is not None and wait < 0:
-            raise SlotUnavailable(-wait)
-        return wait
-
-    async def _reserve_turn(self, max_waits: list[float]) -> list[float | None]:
-        """One script call for a turn's callers: each one's wait, negative when refused;
-        all None when Redis failed."""
-        script = self._script
-        assert script is not None
-        args: list[int | str] = [self.limit.calls, round(self._window * 1_000_000)]
-        for max_wait in max_waits:
-            args += [round(max_wait * 1_000_000), uuid.uuid4().hex]
-        answers: list[float | None]
+        assert self._logs is not None
         try:
-            async with asyncio.timeout(_REDIS_TIMEOUT):
-                reply = await script(keys=[self._key], args=args)
-            # a refused slot travels as a negative wait: SlotUnavailable for its caller
-            answers = [
-                (1 if int(reply[i]) else -1) * int(reply[i + 1]) / 1_000_000
-                for i in range(0, 2 * len(max_waits), 2)
-            ]
+            wait = await self._logs.reserve(
+                self._key,
+                self.limit.calls,
+                round(self._window * 1_000_000),
+                round(max(max_wait, 0.0) * 1_000_000),
+            )
         except (RedisError, OSError, TimeoutError, IndexError, TypeError, ValueError) as exc:
             if not self._falling_back:
                 log.warning(
@@ -212,14 +245,15 @@ class RateLimiter:
                 )
             self._falling_back = True
             self._next_redis_try = self._clock() + _REDIS_RETRY_INTERVAL
-            answers = [None] * len(max_waits)
-        else:
-            if self._falling_back:
-                log.info(
-                    "rate limiter for %s is shared through Redis again",
-                    self.source,
-                    extra={"provider": self.source},
-                )
-                self._falling_back = False
-                self._next_redis_try = 0.0
-        return answers
+            return None
+        if self._falling_back:
+            log.info(
+                "rate limiter for %s is shared through Redis again",
+                self.source,
+                extra={"provider": self.source},
+            )
+            self._falling_back = False
+            self._next_redis_try = 0.0
+        if wait < 0:
+            raise SlotUnavailable(-wait)
+        return wait

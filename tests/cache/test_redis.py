@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,7 +16,7 @@ import redis.asyncio
 from prometheus_client import REGISTRY
 
 from gateway.cache.codec import Codec
-from gateway.cache.entity import EntityCache, StaleHit
+from gateway.cache.entity import EntityCache, StaleHit, deferred_writes
 from gateway.cache.redis import RedisCache
 from gateway.errors import IntegrationUnavailable
 from tests.cache.redis_process import redis_on_port
@@ -501,6 +502,39 @@ async def test_a_purge_waits_for_a_fill_already_on_its_way(
     await writing
     assert await purging == 1
     assert await cache.get_many([key]) == [None]
+
+
+async def test_a_read_while_a_fill_lands_gets_the_value_not_a_provider_call(
+    entities: EntityCache, cache: RedisCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fills are written just after the answer goes out: a read in the meantime (the
+    client asking again at once, on another pooled connection) is served from the fill."""
+    gate = asyncio.Event()
+    write = cache.set_many
+
+    async def slow_set_many(*args: Any) -> None:
+        await gate.wait()  # e.g. waiting for a pooled connection
+        await write(*args)
+
+    monkeypatch.setattr(cache, "set_many", slow_set_many)
+    first = CountingFetch()
+    writes: list[asyncio.Task[None]] = []
+    token = deferred_writes.set(writes)
+    try:
+        await entities.load_many("crm", "customer", ["1"], first, PROFILE, tags=by_customer)
+    finally:
+        deferred_writes.reset(token)
+    [landing] = writes
+    assert not landing.done()
+    again = CountingFetch()
+    [value] = await entities.load_many("crm", "customer", ["1"], again, PROFILE)
+    assert value == Profile(id="1", name="Customer 1")
+    assert again.calls == []
+    gate.set()
+    await landing
+    assert entities._landing == {}  # landed: read from Redis from now on
+    assert await entities.load_many("crm", "customer", ["1"], again, PROFILE) == [value]
+    assert again.calls == []
 
 
 async def test_a_purge_runs_again_after_settle_for_other_replicas_fills(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
 from prometheus_client import REGISTRY
 
 from gateway.app import create_app
+from gateway.cache.redis import RedisCache
+from gateway.cache.response import ResponseCache
 from gateway.settings import Settings
 from tests.conftest import GatewayServer
 from tests.events.clients import wait_for
@@ -246,3 +250,37 @@ def test_a_page_read_before_a_purge_is_not_kept_after_it(
 
 def _skips() -> float:
     return REGISTRY.get_sample_value("gateway_response_cache_total", {"result": "skip"}) or 0.0
+
+
+async def test_an_entry_on_its_way_is_read_from_the_process(
+    redis_url: str, cache_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry is stored after its answer went out; until the write lands, a lookup in
+    this process finds it there (the client asking again at once gets a hit)."""
+    backend = RedisCache(redis_url)
+    gate = asyncio.Event()
+    write = backend.set_many
+
+    async def slow_set_many(*args: Any) -> None:
+        await gate.wait()
+        await write(*args)
+
+    monkeypatch.setattr(backend, "set_many", slow_set_many)
+    responses = ResponseCache(backend, prefix=cache_prefix, ttls={"crm": 300}, max_bytes=1000)
+    key = responses.key("1001", "doc", None, None)
+    entry = responses.entry(b'{"data":{}}', ["crm"])
+    assert entry is not None
+    try:
+        storing = asyncio.create_task(responses.store(key, entry, ["customer:1001"]))
+        await asyncio.sleep(0.01)
+        assert await responses.get(key) is None  # not in Redis yet
+        assert responses.landing(key) is entry
+        gate.set()
+        await storing
+        assert responses.landing(key) is None
+        stored = await responses.get(key)
+        assert stored is not None
+        assert (stored.body, stored.etag) == (entry.body, entry.etag)
+    finally:
+        await backend.delete([key, f"{cache_prefix}tag:customer:1001"])
+        await backend.aclose()

@@ -163,15 +163,7 @@ async def test_concurrent_callers_share_one_round_trip(redis_url: str, cache_pre
         limiter = RateLimiter(
             "unit", RateLimit(5, 1.0), key=f"{cache_prefix}ratelimit:batch", redis=client
         )
-        script = limiter._script
-        assert script is not None
-        calls: list[int] = []
-
-        async def counted(**kwargs: object) -> object:
-            calls.append(1)
-            return await script(**kwargs)  # type: ignore[arg-type]
-
-        limiter._script = counted  # type: ignore[assignment]
+        calls = _count_script_calls(limiter)
         results = await asyncio.gather(
             *(limiter.reserve(max_wait=5 if n < 8 else 0.5) for n in range(10)),
             return_exceptions=True,
@@ -183,4 +175,48 @@ async def test_concurrent_callers_share_one_round_trip(redis_url: str, cache_pre
         assert await client.zcard(f"{cache_prefix}ratelimit:batch") == 8  # refused: not kept
     finally:
         await client.delete(f"{cache_prefix}ratelimit:batch")
+        await client.aclose()
+
+
+def _count_script_calls(limiter: RateLimiter) -> list[int]:
+    """Counts the script calls of the limiter's Redis (one element per call)."""
+    logs = limiter._logs
+    assert logs is not None
+    script = logs.script
+    calls: list[int] = []
+
+    async def counted(**kwargs: object) -> object:
+        calls.append(1)
+        return await script(**kwargs)  # type: ignore[arg-type]
+
+    logs.script = counted  # type: ignore[assignment]
+    return calls
+
+
+async def test_providers_of_one_turn_share_one_round_trip(
+    redis_url: str, cache_prefix: str
+) -> None:
+    """A page's billing and help-desk calls leave together: their reservations travel in
+    one script call, each against its own provider's log and limit."""
+    client = Redis.from_url(redis_url)
+    keys = [f"{cache_prefix}ratelimit:one", f"{cache_prefix}ratelimit:two"]
+    try:
+        one = RateLimiter("one", RateLimit(2, 1.0), key=keys[0], redis=client)
+        two = RateLimiter("two", RateLimit(3, 1.0), key=keys[1], redis=client)
+        calls = _count_script_calls(one)
+        waits = await asyncio.gather(
+            *(one.reserve(max_wait=5) for _ in range(3)),
+            *(two.reserve(max_wait=5) for _ in range(4)),
+        )
+        assert len(calls) == 1
+        # each its own limit: one lets 2 go at once, two lets 3
+        assert waits[:2] == [0.0, 0.0]
+        assert WINDOW - 0.1 < waits[2] <= WINDOW
+        assert waits[3:6] == [0.0] * 3
+        assert WINDOW - 0.1 < waits[6] <= WINDOW
+        assert [await client.zcard(key) for key in keys] == [3, 4]
+        assert one.shared
+        assert two.shared
+    finally:
+        await client.delete(*keys)
         await client.aclose()
