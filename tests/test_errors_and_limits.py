@@ -223,6 +223,9 @@ def test_query_cost_is_checked_before_execution(make_settings: Callable[..., Set
             headers={"X-API-Key": "test-service-key"},
         ).json()
         assert small["extensions"]["cost"] == {"actual": 81, "limit": 500}
+        # costs are remembered per document, operation and variables: each still its own
+        again = server.query(STAFF_50, {"ids": ids}, headers={"X-API-Key": "test-service-key"})
+        assert again.json()["errors"][0]["extensions"]["actual"] == 801
         default_page = server.query("{ me { invoices { edges { node { id } } } } }")
         assert default_page.status_code == 200
         server.http.close()

@@ -6,12 +6,14 @@ short: a warm document skips parsing and validation altogether.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -50,6 +52,7 @@ __all__ = ["GraphQLExecutor", "Prepared"]
 log = logging.getLogger(__name__)
 
 MAX_QUERY_BYTES = 100_000
+_COSTS_KEPT = 64  # costs remembered per document (one per operation and variables)
 _SUGGESTION = re.compile(r" Did you mean .*\?$")
 
 
@@ -196,6 +199,10 @@ class Prepared:
 
     document: DocumentNode | None
     errors: list[dict[str, Any]]
+    # query cost by (operation name, variables as sorted JSON), worked out once each
+    costs: dict[tuple[str | None, bytes], int] = dataclasses.field(
+        default_factory=dict, compare=False
+    )
 
     @property
     def fragments(self) -> dict[str, FragmentDefinitionNode]:
@@ -295,6 +302,24 @@ class GraphQLExecutor:
             return Prepared(None, formatted)
         return Prepared(document, [])
 
+    def _cost(
+        self,
+        prepared: Prepared,
+        operation: OperationDefinitionNode | None,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+    ) -> int:
+        if operation is None:
+            return 0
+        key = (operation_name, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
+        cost = prepared.costs.get(key)
+        if cost is None:
+            cost = query_cost(self.schema, operation, prepared.fragments, variables)
+            if len(prepared.costs) >= _COSTS_KEPT:
+                prepared.costs.clear()  # variables that vary per request: keep it small
+            prepared.costs[key] = cost
+        return cost
+
     async def execute(
         self,
         prepared: Prepared,
@@ -305,7 +330,7 @@ class GraphQLExecutor:
     ) -> dict[str, Any]:
         assert prepared.document is not None
         operation = prepared.operation(operation_name)
-        cost = query_cost(self.schema, operation, prepared.fragments, variables) if operation else 0
+        cost = self._cost(prepared, operation, operation_name, variables)
         if cost > self.max_cost:
             error = QueryTooComplex(
                 f"query cost {cost} exceeds {self.max_cost}", limit=self.max_cost, actual=cost
