@@ -202,13 +202,15 @@ class EntityCache:
             for i, value in enumerate(fresh_values):
                 results[positions[i]] = value
             completed = True
-            writes = deferred_writes.get()
-            if writes is None:
-                await self._store(kind, ids, keys, fetched, codec, tags, purges)
-            else:
-                writes.append(
-                    asyncio.create_task(self._store(kind, ids, keys, fetched, codec, tags, purges))
-                )
+            # registered as landing in this step, before the requests waiting on this
+            # fetch are answered: a read from now on finds the values, not a miss
+            write = self._fill(kind, ids, keys, fetched, codec, tags, purges)
+            if write is not None:
+                writes = deferred_writes.get()
+                if writes is None:
+                    await write
+                else:
+                    writes.append(write)
         finally:
             for i, key in enumerate(keys):
                 future = self._inflight.pop(key, None)
@@ -221,7 +223,7 @@ class EntityCache:
                     else:
                         future.set_result(value)
 
-    async def _store(
+    def _fill(
         self,
         kind: str,
         ids: list[str],
@@ -230,9 +232,14 @@ class EntityCache:
         codec: Codec[T],
         tags: Callable[[str, T], Sequence[str]] | None,
         read_at: int | None = None,
-    ) -> None:
-        """Writes the fetched values; with `read_at` (the `purges` count when the read
-        began), not those tagged with a tag purged since."""
+    ) -> asyncio.Task[None] | None:
+        """Starts writing the fetched values; with `read_at` (the `purges` count when the
+        read began), not those tagged with a tag purged since. Answers the write's task
+        (None: nothing to write).
+
+        Until the write lands, its values are read as cached (`_landing`) and a purge of
+        this process waits for it; both are set here, in the step of the purge check.
+        """
         ttl = self.ttls[kind]
         now = time.time()
         entries: list[Entry] = []
@@ -250,14 +257,20 @@ class EntityCache:
             entries.append((key + ":stale", data, self.stale_ttl))
             for tag in value_tags:
                 tag_map.setdefault(self.tag_key(tag), []).extend((key, key + ":stale"))
-        if entries:
-            self._landing.update(written)
-            try:
-                await self.guarded(self.backend.set_many(entries, tag_map))
-            finally:
-                for key, value in written.items():
-                    if self._landing.get(key) is value:
-                        del self._landing[key]
+        if not entries:
+            return None
+        self._landing.update(written)
+        task = asyncio.get_running_loop().create_task(self.backend.set_many(entries, tag_map))
+        self._writing.add(task)
+
+        def landed(_task: asyncio.Task[None]) -> None:  # done, failed or cancelled alike
+            self._writing.discard(task)
+            for key, value in written.items():
+                if self._landing.get(key) is value:
+                    del self._landing[key]
+
+        task.add_done_callback(landed)
+        return task
 
     async def guarded(self, write: Awaitable[None]) -> None:
         """Awaits a cache write that a purge of this process waits for (see drop_tags).
@@ -278,9 +291,11 @@ class EntityCache:
     ) -> None:
         """Write one value through (after a successful provider write)."""
         key = self.key(kind, entity, id)
-        await self._store(
+        write = self._fill(
             kind, [id], [key], [value], codec, (lambda _i, _v: tags) if tags else None
         )
+        if write is not None:
+            await write
 
     async def invalidate(self, kind: str, entity: str, ids: Sequence[str]) -> None:
         keys = [self.key(kind, entity, id) for id in ids]
