@@ -75,9 +75,14 @@ def test_plain_fields_are_the_leaves_without_resolver() -> None:
 
 
 def test_the_same_answer_as_graphql_core() -> None:
-    ITEMS[:] = [GOOD, _Source(id="2", name="b", note="n", colour=Colour.BLUE, at=AT, tags=[])]
+    ITEMS[:] = [
+        GOOD,
+        _Source(id="2", name="b", note="n", colour=Colour.BLUE, at=AT, tags=[]),
+        _Source(id="3", name="c", note=None, colour="blue", at=AT, tags=[]),  # a raw value
+    ]
     answer = run(fast())
     assert answer == run(None)
+    assert [item["colour"] for item in answer["data"]["items"]] == ["RED", "BLUE", "BLUE"]
     assert answer["data"]["items"][0] == {
         "id": "1",
         "name": "a",

@@ -10,8 +10,9 @@ import dataclasses
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from graphql import (
@@ -41,6 +42,7 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.incremental.incremental_executor import IncrementalExecutor
 from graphql.pyutils import Path
+from graphql.pyutils import is_awaitable as graphql_is_awaitable
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from gateway.context import Context
@@ -150,10 +152,37 @@ def plain_fields(schema: GraphQLSchema) -> dict[GraphQLObjectType, dict[str, _Pl
                 or not isinstance(leaf, GraphQLScalarType | GraphQLEnumType)
             ):
                 continue
-            fields[name] = (definition.python_name, leaf.coerce_output_value)
+            fields[name] = (definition.python_name, _output_coercion(leaf))
         if fields:
             table[named] = fields
     return table
+
+
+# Most field values are plain data: graphql-core asks each whether it is awaitable (a
+# few hundred times a page), and its check tries isinstance twice and hasattr first.
+_PLAIN_DATA = frozenset({str, int, float, bool, type(None), dict, list})
+
+
+def _is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+    return type(value) not in _PLAIN_DATA and graphql_is_awaitable(value)
+
+
+def _output_coercion(leaf: GraphQLScalarType | GraphQLEnumType) -> Any:
+    """The leaf's output coercion; for a strawberry enum, its members' names looked up in a
+    table made with that coercion (strawberry's own scans the enum's values each time)."""
+    coerce = leaf.coerce_output_value
+    members = getattr(leaf, "wrapped_cls", None)
+    if not isinstance(leaf, GraphQLEnumType) or members is None:
+        return coerce
+    names = {member: coerce(member) for member in members}
+
+    def by_name(value: Any) -> Any:
+        try:
+            return names[value]
+        except (KeyError, TypeError):  # not a member (a raw value, say): the usual way
+            return coerce(value)
+
+    return by_name
 
 
 class PlainFieldsExecutor(IncrementalExecutor):
@@ -343,6 +372,7 @@ class GraphQLExecutor:
             variable_values=variables,
             operation_name=operation_name,
             executor_class=self._executor_class,
+            is_awaitable=_is_awaitable,
         )
         if not isinstance(result, ExecutionResult):
             result = await result
