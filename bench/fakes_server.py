@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bench.gateway_process import stop_process
 from bench.ports import free_port
 
 # tests.fakes lives in the checkout, not in the package: run from its root (`python -m`)
@@ -145,12 +146,7 @@ class S3Process:
         return ledger
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, grace=10)
 
 
 def _serve_s3(port: int) -> None:

@@ -11,9 +11,21 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["GatewayProcess", "ProcessGone"]
+__all__ = ["GatewayProcess", "ProcessGone", "stop_process"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, `grace` seconds to exit, then SIGKILL; reaped either way."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 class ProcessGone(RuntimeError):
@@ -62,15 +74,8 @@ class GatewayProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # uvicorn shuts down gracefully (lifespan)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        if self._process is not None:
+            stop_process(self._process, grace=20)  # uvicorn shuts down gracefully (lifespan)
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

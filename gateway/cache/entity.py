@@ -12,7 +12,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from gateway.cache.base import CacheBackend, Entry
@@ -81,7 +81,7 @@ class EntityCache:
         self._recent: deque[tuple[int, frozenset[str]]] = deque(maxlen=_PURGES_KEPT)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         # Writes past their purged_since check and not yet done: a purge waits for them
-        self._writing: set[asyncio.Future[None]] = set()
+        self._writing: set[asyncio.Task[None]] = set()
         # The values of those writes, by key: a read meanwhile gets them, not a miss
         self._landing: dict[str, Any] = {}
         self._repeats: dict[asyncio.Task[None], list[str]] = {}
@@ -122,12 +122,14 @@ class EntityCache:
                 results[index] = decoded[0]
         if missing and self._landing:
             # written just after an answer went out and not landed yet: as good as a hit
-            landing = self._landing
-            results_of = [(i, landing.get(keys[i], _NOTHING)) for i in missing]
-            missing = [i for i, value in results_of if value is _NOTHING]
-            for i, value in results_of:
-                if value is not _NOTHING:
-                    results[i] = value
+            still_missing = []
+            for index in missing:
+                value = self._landing.get(keys[index], _NOTHING)
+                if value is _NOTHING:
+                    still_missing.append(index)
+                else:
+                    results[index] = value
+            missing = still_missing
         hits = len(ids) - len(missing)
         if hits:
             CACHE_REQUESTS.labels(kind, "hit").inc(hits)
@@ -260,11 +262,9 @@ class EntityCache:
         if not entries:
             return None
         self._landing.update(written)
-        task = asyncio.get_running_loop().create_task(self.backend.set_many(entries, tag_map))
-        self._writing.add(task)
+        task = self.guarded(self.backend.set_many(entries, tag_map))
 
         def landed(_task: asyncio.Task[None]) -> None:  # done, failed or cancelled alike
-            self._writing.discard(task)
             for key, value in written.items():
                 if self._landing.get(key) is value:
                     del self._landing[key]
@@ -272,19 +272,17 @@ class EntityCache:
         task.add_done_callback(landed)
         return task
 
-    async def guarded(self, write: Awaitable[None]) -> None:
-        """Awaits a cache write that a purge of this process waits for (see drop_tags).
+    def guarded(self, write: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Starts a cache write, as a task that a purge of this process waits for until it
+        is done, failed or cancelled (see drop_tags).
 
         Call it in the same step as the purged_since check that allowed the write: between
         the two, no purge may begin.
         """
-        done = asyncio.get_running_loop().create_future()
-        self._writing.add(done)
-        try:
-            await write
-        finally:
-            self._writing.discard(done)
-            done.set_result(None)
+        task = asyncio.get_running_loop().create_task(write)
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        return task
 
     async def put(
         self, kind: str, entity: str, id: str, value: T, codec: Codec[T], tags: Sequence[str] = ()

@@ -97,13 +97,25 @@ class BucketSigner:
             cached = key
         return cached
 
+    def _moment(self) -> tuple[str, str]:
+        """The request's time stamp and its credential scope (date/region/s3/aws4_request)."""
+        stamp = self.now().strftime("%Y%m%dT%H%M%SZ")
+        return stamp, f"{stamp[:8]}/{self.region}/s3/aws4_request"
+
+    def _signature(self, secret: str, stamp: str, scope: str, canonical_request: str) -> str:
+        """SigV4's signature of a canonical request made at `stamp`."""
+        string_to_sign = "\n".join(
+            (_ALGORITHM, stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
+        )
+        return hmac.new(
+            self._signing_key(secret, stamp[:8]), string_to_sign.encode(), hashlib.sha256
+        ).hexdigest()
+
     def get_url(self, key: str, expires_in: int, query: dict[str, str] | None = None) -> str:
         """A URL that GETs `key` for `expires_in` seconds from now; `query` is signed too
         (e.g. response-content-disposition)."""
         credentials = self.credentials()
-        stamp = self.now().strftime("%Y%m%dT%H%M%SZ")
-        date = stamp[:8]
-        scope = f"{date}/{self.region}/s3/aws4_request"
+        stamp, scope = self._moment()
         given = [(_encode(name), _encode(value)) for name, value in (query or {}).items()]
         auth = [
             ("X-Amz-Algorithm", _ALGORITHM),
@@ -126,14 +138,7 @@ class BucketSigner:
                 "UNSIGNED-PAYLOAD",
             )
         )
-        string_to_sign = "\n".join(
-            (_ALGORITHM, stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
-        )
-        signature = hmac.new(
-            self._signing_key(credentials.secret_key, date),
-            string_to_sign.encode(),
-            hashlib.sha256,
-        ).hexdigest()
+        signature = self._signature(credentials.secret_key, stamp, scope, canonical_request)
         query_string = "&".join(f"{n}={v}" for n, v in [*given, *auth])
         return f"{self.base_url}{path}?{query_string}&X-Amz-Signature={signature}"
 
@@ -146,9 +151,7 @@ class BucketSigner:
         """URL and headers of a GET on the bucket (ListObjectsV2, say) with `query`, signed
         in the Authorization header; the query is encoded here, once, as it is signed."""
         credentials = self.credentials()
-        stamp = self.now().strftime("%Y%m%dT%H%M%SZ")
-        date = stamp[:8]
-        scope = f"{date}/{self.region}/s3/aws4_request"
+        stamp, scope = self._moment()
         path = self.bucket_path
         canonical_query = "&".join(
             f"{n}={v}" for n, v in sorted((_encode(n), _encode(v)) for n, v in query.items())
@@ -171,14 +174,7 @@ class BucketSigner:
                 EMPTY_SHA256,
             )
         )
-        string_to_sign = "\n".join(
-            (_ALGORITHM, stamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
-        )
-        signature = hmac.new(
-            self._signing_key(credentials.secret_key, date),
-            string_to_sign.encode(),
-            hashlib.sha256,
-        ).hexdigest()
+        signature = self._signature(credentials.secret_key, stamp, scope, canonical_request)
         headers["authorization"] = (
             f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
             f"SignedHeaders={signed}, Signature={signature}"

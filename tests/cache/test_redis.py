@@ -493,7 +493,7 @@ async def test_a_purge_waits_for_a_fill_already_on_its_way(
         await cache.set_many([(key, b"old", 300)], {entities.tag_key("customer:1"): [key]})
 
     assert not entities.purged_since(entities.purges, ["customer:1"])
-    writing = asyncio.create_task(entities.guarded(slow_write()))
+    writing = entities.guarded(slow_write())
     await asyncio.sleep(0.01)
     purging = asyncio.create_task(entities.drop_tags(["customer:1"]))
     await asyncio.sleep(0.05)
