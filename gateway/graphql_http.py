@@ -22,7 +22,7 @@ from graphql import OperationType
 
 from gateway import tracing
 from gateway.auth import Authenticator, Viewer
-from gateway.cache.entity import deferred_writes
+from gateway.cache.entity import DeferredWrites, deferred_writes
 from gateway.cache.incoming import IncomingLimits, key_identity
 from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
 from gateway.context import Context, Services
@@ -89,7 +89,7 @@ def error_body(message: str, code: str, **extensions: Any) -> bytes:
 class _Request:
     """What the endpoint reads of one HTTP request."""
 
-    __slots__ = ("after", "headers", "method", "note", "query_string")
+    __slots__ = ("after", "fills", "headers", "method", "note", "query_string")
 
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
@@ -97,7 +97,9 @@ class _Request:
         # header names arrive lower-cased; the last of repeated headers wins
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         self.note = RequestNote()  # what its access log line reports
-        # cache fills that finish after the answer has gone out (see GraphQLEndpoint.__call__)
+        # cache fills that finish after the answer has gone out (see GraphQLEndpoint.__call__):
+        # the entity fills of the execution, held until then, and the response cache's entry
+        self.fills: DeferredWrites | None = None
         self.after: list[Awaitable[object]] = []
 
     def header(self, name: bytes) -> str | None:
@@ -154,6 +156,8 @@ class GraphQLEndpoint:
                     status,
                     {"graphql.operation.name": note.operation, "gateway.cache": note.cache},
                 )
+            if request.fills is not None:
+                request.fills.release()
             if request.after:
                 # The answer is out; this request's cache fills finish now, in its own task.
                 # A next request of the same client is read after they were sent to the
@@ -266,9 +270,9 @@ class GraphQLEndpoint:
 
         context = Context(self.services, viewer, request_id)
         report_cost = bool(extensions and extensions.get("cost"))
-        # entity cache fills run beside the execution, as tasks; they finish after the answer
-        writes: list[asyncio.Task[None]] = []
-        writes_token = deferred_writes.set(writes)
+        # entity cache fills are held until the answer is out (see DeferredWrites)
+        fills = request.fills = DeferredWrites()
+        writes_token = deferred_writes.set(fills)
         purges = self.services.cache.purges
         try:
             result = await self.executor.execute(
@@ -276,7 +280,7 @@ class GraphQLEndpoint:
             )
         finally:
             deferred_writes.reset(writes_token)
-            request.after.extend(writes)
+            request.after.extend(fills.tasks)
         body = orjson.dumps(result)
         if responses is not None and cache_key is not None and kind is OperationType.QUERY:
             if "errors" in result or "extensions" in result:

@@ -16,7 +16,7 @@ import redis.asyncio
 from prometheus_client import REGISTRY
 
 from gateway.cache.codec import Codec
-from gateway.cache.entity import EntityCache, StaleHit, deferred_writes
+from gateway.cache.entity import DeferredWrites, EntityCache, StaleHit, deferred_writes
 from gateway.cache.redis import RedisCache
 from gateway.errors import IntegrationUnavailable
 from tests.cache.redis_process import redis_on_port
@@ -518,13 +518,14 @@ async def test_a_read_while_a_fill_lands_gets_the_value_not_a_provider_call(
 
     monkeypatch.setattr(cache, "set_many", slow_set_many)
     first = CountingFetch()
-    writes: list[asyncio.Task[None]] = []
-    token = deferred_writes.set(writes)
+    held = DeferredWrites()
+    token = deferred_writes.set(held)
     try:
         await entities.load_many("crm", "customer", ["1"], first, PROFILE, tags=by_customer)
     finally:
         deferred_writes.reset(token)
-    [landing] = writes
+    [landing] = held.tasks
+    held.release()
     assert not landing.done()
     again = CountingFetch()
     [value] = await entities.load_many("crm", "customer", ["1"], again, PROFILE)
@@ -535,6 +536,55 @@ async def test_a_read_while_a_fill_lands_gets_the_value_not_a_provider_call(
     assert entities._landing == {}  # landed: read from Redis from now on
     assert await entities.load_many("crm", "customer", ["1"], again, PROFILE) == [value]
     assert again.calls == []
+
+
+async def test_a_requests_fills_are_held_until_it_releases_them(
+    entities: EntityCache, cache: RedisCache
+) -> None:
+    """Fills of a request start only once its answer is out (release); meanwhile their
+    values are read as cached, and nothing is in Redis yet."""
+    fetch = CountingFetch()
+    held = DeferredWrites()
+    token = deferred_writes.set(held)
+    try:
+        [value] = await entities.load_many(
+            "crm", "customer", ["1"], fetch, PROFILE, tags=by_customer
+        )
+    finally:
+        deferred_writes.reset(token)
+    [write] = held.tasks
+    await asyncio.sleep(0.05)
+    assert not write.done()
+    key = entities.key("crm", "customer", "1")
+    assert await cache.get_many([key]) == [None]
+    assert await entities.load_many("crm", "customer", ["1"], fetch, PROFILE) == [value]
+    assert fetch.calls == [["1"]]
+    held.release()
+    await write
+    assert await cache.get_many([key]) != [None]
+    assert entities._landing == {}
+
+
+async def test_a_purge_releases_held_fills_and_drops_them(
+    entities: EntityCache, cache: RedisCache
+) -> None:
+    """A purge does not wait for a request's answer: it starts that request's held fills,
+    waits for them, then drops what they wrote."""
+    fetch = CountingFetch()
+    held = DeferredWrites()
+    token = deferred_writes.set(held)
+    try:
+        await entities.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
+    finally:
+        deferred_writes.reset(token)
+    [write] = held.tasks
+    assert await asyncio.wait_for(entities.drop_tags(["customer:1"]), 5) == 2  # and :stale
+    assert write.done()
+    assert write.exception() is None
+    key = entities.key("crm", "customer", "1")
+    assert await cache.get_many([key, key + ":stale"]) == [None, None]
+    await entities.load_many("crm", "customer", ["1"], fetch, PROFILE)
+    assert fetch.calls == [["1"], ["1"]]
 
 
 async def test_a_purge_runs_again_after_settle_for_other_replicas_fills(
