@@ -15,6 +15,7 @@ page's cursors are the invoice ids (Stripe's `starting_after`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -23,8 +24,11 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
 import stripe
 from redis.asyncio import Redis
+from stripe._request_options import extract_options_from_dict
+from stripe._util import get_api_mode
 
 from gateway.domain import (
     BillingPortalSession,
@@ -307,17 +311,39 @@ class StripeBilling:
         invoice list carries lines, tax and payment settings): measured at 7-8 ms of CPU per
         five-invoice page against 2 ms for the whole raw call, for fields never read.
         """
-        response = await self._call(
-            operation,
-            lambda: self._client.raw_request_async("get", path, **params),
-            fields=fields,
-        )
-        if response is None:
+        answer = await self._call(operation, lambda: self._raw_get(path, params), fields=fields)
+        if answer is None:  # Stripe: no such object
             return None
-        data = response.data
+        (data,) = answer
         if not isinstance(data, dict):
             raise _unreadable(operation)
         return data
+
+    async def _raw_get(self, path: str, params: dict[str, Any]) -> tuple[Any]:
+        """What `raw_request_async("get", ...)` answers as `.data` (in a 1-tuple: a JSON
+        null is not "no such object"), parsed by orjson.
+
+        The SDK parses each answer with json.loads(object_pairs_hook=OrderedDict): 0.33 of
+        the 0.63 ms of CPU the SDK spent per ten-invoice page (21 KB; 200 calls against a
+        canned answer), orjson a tenth of that. The request is still the SDK's (encoding,
+        authentication, API version, telemetry) and so is every error: an answer that is
+        not a 2xx of JSON goes back through the SDK, which raises its typed error.
+        """
+        requestor = self._client._requestor
+        options, sent = extract_options_from_dict(dict(params))
+        body, status, headers = await requestor.request_raw_async(
+            "get",
+            path,
+            params=sent,
+            options=options,
+            base_address="api",
+            api_mode=get_api_mode(path),
+            usage=["raw_request"],
+        )
+        if 200 <= status < 300 and isinstance(body, bytes | str):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                return (orjson.loads(body),)
+        return (requestor._interpret_response(body, status, headers, get_api_mode(path)).data,)
 
     # -- errors -------------------------------------------------------------------------
 
