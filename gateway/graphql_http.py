@@ -34,6 +34,7 @@ from gateway.observability import (
     REQUESTS,
     RESPONSE_CACHE,
     RequestNote,
+    labelled,
     log_request,
     request_id_var,
     request_note_var,
@@ -146,8 +147,8 @@ class GraphQLEndpoint:
             await send({"type": "http.response.body", "body": body})
         finally:
             seconds = time.perf_counter() - started
-            REQUESTS.labels("graphql", str(status)).inc()
-            REQUEST_SECONDS.labels("graphql").observe(seconds)
+            labelled(REQUESTS, "graphql", str(status)).inc()
+            labelled(REQUEST_SECONDS, "graphql").observe(seconds)
             log_request(request.note, status, seconds)
             if span is not None:
                 note = request.note
@@ -231,13 +232,13 @@ class GraphQLEndpoint:
                 )
             if responses is not None and cache_key is not None:
                 if bypass:
-                    RESPONSE_CACHE.labels("bypass").inc()
+                    labelled(RESPONSE_CACHE, "bypass").inc()
                 elif (cached := responses.parse(data) or responses.landing(cache_key)) is not None:
-                    RESPONSE_CACHE.labels("hit").inc()
+                    labelled(RESPONSE_CACHE, "hit").inc()
                     request.note.cache = "hit"
                     return _cached(request, cached, report_cache, hit=True)
                 else:
-                    RESPONSE_CACHE.labels("miss").inc()
+                    labelled(RESPONSE_CACHE, "miss").inc()
 
         try:
             query = await self.documents.text(document)
@@ -284,7 +285,7 @@ class GraphQLEndpoint:
         body = orjson.dumps(result)
         if responses is not None and cache_key is not None and kind is OperationType.QUERY:
             if "errors" in result or "extensions" in result:
-                RESPONSE_CACHE.labels("skip").inc()  # partial or stale answers are never kept
+                labelled(RESPONSE_CACHE, "skip").inc()  # partial or stale answers are never kept
             elif (entry := responses.entry(body, context.touched_kinds)) is not None:
                 # Written right after the answer goes out, unless a purge of this process
                 # has since dropped one of its tags (it may hold what the purge removed).
@@ -293,7 +294,7 @@ class GraphQLEndpoint:
                 request.after.append(self._keep(cache_key, entry, context, purges))
                 return _cached(request, entry, report_cache, hit=False)
             else:
-                RESPONSE_CACHE.labels("skip").inc()
+                labelled(RESPONSE_CACHE, "skip").inc()
         if report_cache and "extensions" not in result:
             body = with_cache_extension(body, hit=False, age=0.0)
         # no data at all: refused before execution (cost), so a request error
@@ -305,7 +306,7 @@ class GraphQLEndpoint:
         assert self.responses is not None
         cache = self.services.cache
         if cache.purged_since(purges, context.touched_tags):
-            RESPONSE_CACHE.labels("skip").inc()
+            labelled(RESPONSE_CACHE, "skip").inc()
             return
         await cache.guarded(self.responses.store(key, entry, context.touched_tags))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "configure_logging",
     "count_source_call",
     "count_upstream_call",
+    "labelled",
     "log_request",
     "request_id_var",
     "request_note_var",
@@ -110,6 +112,15 @@ access_log = logging.getLogger("gateway.access")
 _FIRST_OPERATION = re.compile(
     r"^\s*(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)", re.MULTILINE
 )
+
+
+@functools.cache
+def labelled(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: the hot paths count several times a request, and
+    prometheus_client takes a lock and builds the label tuple on every `labels` call. Label
+    values are a small fixed set (Prometheus needs that anyway); no metric here is ever
+    cleared, so a remembered child stays the one /metrics reads."""
+    return metric.labels(*values)
 
 
 def count_upstream_call() -> None:

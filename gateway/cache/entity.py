@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from gateway.cache.base import CacheBackend, Entry
 from gateway.cache.codec import Codec
-from gateway.observability import CACHE_REQUESTS
+from gateway.observability import CACHE_REQUESTS, labelled
 
 __all__ = ["DeferredWrites", "EntityCache", "Fetch", "StaleHit", "deferred_writes"]
 
@@ -166,10 +166,10 @@ class EntityCache:
             missing = still_missing
         hits = len(ids) - len(missing)
         if hits:
-            CACHE_REQUESTS.labels(kind, "hit").inc(hits)
+            labelled(CACHE_REQUESTS, kind, "hit").inc(hits)
         if not missing:
             return results
-        CACHE_REQUESTS.labels(kind, "miss").inc(len(missing))
+        labelled(CACHE_REQUESTS, kind, "miss").inc(len(missing))
 
         # Single flight: wait for ids another request is already fetching; fetch the rest.
         waiting: list[tuple[int, asyncio.Future[Any]]] = []
@@ -234,7 +234,7 @@ class EntityCache:
                         fresh_values[i] = decoded[0]
                         if stale is not None:
                             stale.append(StaleHit(ids[i], max(0.0, now - decoded[1])))
-                        CACHE_REQUESTS.labels(kind, "stale").inc()
+                        labelled(CACHE_REQUESTS, kind, "stale").inc()
             for i, value in enumerate(fresh_values):
                 results[positions[i]] = value
             completed = True

@@ -26,6 +26,7 @@ from gateway.observability import (
     UPSTREAM_REQUESTS,
     UPSTREAM_SECONDS,
     count_upstream_call,
+    labelled,
     request_id_var,
 )
 from gateway.settings import Settings
@@ -266,7 +267,7 @@ class UpstreamClient:
         try:
             probe = self.breaker.acquire()
         except IntegrationUnavailable:
-            UPSTREAM_REQUESTS.labels(self.name, operation, "breaker_open").inc()
+            labelled(UPSTREAM_REQUESTS, self.name, operation, "breaker_open").inc()
             raise
         try:
             remaining = deadline - loop.time()
@@ -275,7 +276,7 @@ class UpstreamClient:
             try:
                 wait = await self.limiter.reserve(max_wait=remaining)
             except SlotUnavailable as exc:
-                UPSTREAM_REQUESTS.labels(self.name, operation, "throttled").inc()
+                labelled(UPSTREAM_REQUESTS, self.name, operation, "throttled").inc()
                 raise IntegrationUnavailable(
                     self.name,
                     f"{self.name} request budget is spent; try again later",
@@ -287,10 +288,10 @@ class UpstreamClient:
             count_upstream_call()
             try:
                 with tracing.client_span(self.name, operation, method) as span:
+                    # the deadline bounds the whole exchange; httpx's own timeouts would
+                    # only set and cancel more timers for the same moment
                     async with asyncio.timeout_at(deadline):
-                        response = await self._http.request(
-                            method, url, timeout=max(deadline - started, 0.001), **options
-                        )
+                        response = await self._http.request(method, url, timeout=None, **options)
                     tracing.set_http_status(span, response.status_code)
             except _TRANSPORT_ERRORS as exc:
                 outcome = _transport_outcome(exc)
@@ -332,8 +333,8 @@ class UpstreamClient:
         )
 
     def _count(self, operation: str, outcome: str, seconds: float) -> None:
-        UPSTREAM_REQUESTS.labels(self.name, operation, outcome).inc()
-        UPSTREAM_SECONDS.labels(self.name, operation).observe(seconds)
+        labelled(UPSTREAM_REQUESTS, self.name, operation, outcome).inc()
+        labelled(UPSTREAM_SECONDS, self.name, operation).observe(seconds)
 
     def _log_failure(
         self, operation: str, attempt: int, failure: _Failure, retry_in: float | None

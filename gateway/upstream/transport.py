@@ -210,11 +210,14 @@ class Http11Transport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         wire = _serialize(request, await request.aread())
         head_only = request.method == "HEAD"
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await origin.slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no connection to the provider came free in time") from None
+        if origin.slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await origin.slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no connection to the provider came free in time") from None
+        else:
+            await origin.slots.acquire()  # free at once: no timer to set and cancel
         try:
             connection, reused = await self._connection(origin, key, timeouts.get("connect"))
             try:
