@@ -442,3 +442,29 @@ def test_provider_clients_use_this_transport_and_aiohttp_for_environment_proxies
     proxied = [t for t in http._mounts.values() if t is not None]
     assert proxied
     assert all(isinstance(t, AiohttpTransport) for t in proxied)
+
+
+def test_provider_clients_merge_urls_as_httpx_does_and_follow_a_new_base() -> None:
+    """The merged-URL memo answers what httpx's own merge answers, before and after the
+    base URL changes, and stays bounded."""
+    from gateway.upstream import client as upstream_client
+
+    ours = upstream_client._ProviderClient(base_url="https://api.example.com/v1")
+    plain = httpx.AsyncClient(base_url="https://api.example.com/v1")
+    cases = [
+        ("/customers", None),
+        ("customers/42", None),
+        ("/search?q=a%20b", None),
+        ("/search?q=1", {"limit": 3}),
+        ("https://other.example.com/abs", None),
+        ("/customers", None),  # remembered this time
+    ]
+    for _round in range(2):
+        for path, params in cases:
+            assert ours.build_request("GET", path, params=params).url == (
+                plain.build_request("GET", path, params=params).url
+            )
+        ours.base_url = plain.base_url = "https://eu.example.com/v2/"
+    for n in range(upstream_client._MERGED_KEPT + 10):
+        ours.build_request("GET", f"/items/{n}")
+    assert len(ours._merged) <= upstream_client._MERGED_KEPT
