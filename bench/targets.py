@@ -55,6 +55,22 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _critical_path(took: dict[str, float | None], suffix: str) -> float | None:
+    """The CRM call, then the slowest of billing and help desk; files beside (see targets).
+    `suffix` picks which of the providers' measures ("" or ", handler"); S3 has one."""
+
+    def at(provider: str) -> float | None:
+        return took.get(provider + suffix) or (took.get(provider) if provider == "s3" else None)
+
+    crm = at("hubspot") or took.get("crm")
+    after = [at(p) for p in ("stripe", "zendesk")] if "stripe" in took else []
+    after += [took.get(p) for p in ("billing", "helpdesk") if p in took]
+    beside = [at("s3")] if "s3" in took else [took.get("files")] if "files" in took else []
+    if not (crm and after and all(after) and all(beside)):
+        return None
+    return max(crm + max(a for a in after if a), *(b for b in beside if b))
+
+
 def targets(
     rows: list[dict[str, Any]], latency_ms: float, providers: ProviderSet
 ) -> list[dict[str, str]]:
@@ -101,24 +117,29 @@ def targets(
             continue
         # The providers' own critical path: billing and help desk need the CRM record's
         # links, so they come after the CRM call; files need only the customer id, so they
-        # may run beside it. Each call at the median time the fake took to answer it (its
-        # latency plus its own work: moto renders S3's XML listing in several ms).
-        # Nominal: 2 x latency.
+        # may run beside it. Each call at the median time the provider's server spent on it,
+        # whole request: the fakes time it at the ASGI boundary (routing, body, handler with
+        # its latency, rendering, sending), moto at the WSGI one (its XML rendering takes
+        # several ms). Shown beside: the same path over the handlers' own times, which leave
+        # ~1 ms a call of the provider's side out. Nominal: 2 x latency.
         took = cold.get("provider_ms") or {}
-        crm = took.get("hubspot") or took.get("crm")
-        after = [took.get(p) for p in ("stripe", "zendesk", "billing", "helpdesk") if p in took]
-        beside = [took.get(p) for p in ("s3", "files") if p in took]
-        if crm and after and all(after) and all(beside):
-            critical = max(crm + max(a for a in after if a), *(b for b in beside if b))
-            shown = ", ".join(f"{p} {v:.1f}" for p, v in took.items() if v)
+        critical = _critical_path(took, "")
+        if critical is not None:
+            shown = ", ".join(f"{p} {v:.1f}" for p, v in took.items() if v and "," not in p)
             how = f"measured at the providers ({shown} ms)"
+            handlers = _critical_path(took, ", handler")
+            if handlers is not None:
+                how += (
+                    f"; over the handlers' own times ({handlers:.1f} ms):"
+                    f" +{cold['p50_ms'] - handlers:.1f} ms"
+                )
         else:
             critical, how = nominal, "nominal"
         add(
             f"9(c) cold portal-home p50 <= critical path + 10 ms [{mode}]",
             cold["p50_ms"] <= critical + 10,
-            f"{cold['p50_ms']:.1f} ms = critical path {critical:.1f} ms {how}"
-            f" + {cold['p50_ms'] - critical:.1f} ms; over the nominal {nominal:.0f} ms:"
+            f"{cold['p50_ms']:.1f} ms = critical path {critical:.1f} ms + "
+            f"{cold['p50_ms'] - critical:.1f} ms, {how}; over the nominal {nominal:.0f} ms:"
             f" +{cold['p50_ms'] - nominal:.1f} ms (peer: 90 ms over its 80 ms path)",
         )
     for scenario in ("portal-home", "staff-50"):
