@@ -230,4 +230,8 @@ def configure_logging(
     # itself, without URLs. LOG_LEVEL=DEBUG does not bring these lines back: set the
     # "httpx" logger's level on purpose to see them.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The Stripe SDK logs each request and answer at INFO (URLs with customer ids); the
+    # upstream client's metrics and failure lines say the same without them. Set the
+    # "stripe" logger's level, or STRIPE_LOG, on purpose to see them.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
     return handler

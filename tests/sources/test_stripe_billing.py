@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -422,3 +423,42 @@ async def test_adapter_batch_answers_each_key_on_its_own(fake_stripe: FakeStripe
         assert await billing.billing_ids_by_email(["a@example.com"]) == [None]
     finally:
         await billing.aclose()
+
+
+def test_the_sdks_log_lines_are_formatted_only_when_someone_listens(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK formats each request/answer line (the answer body at debug) before asking
+    the logger; the adapter's guard skips that unless the "stripe" logger, or STRIPE_LOG,
+    would show the line. The gateway's logging keeps "stripe" at WARNING."""
+    import io
+
+    import stripe._api_requestor as requestor
+    import stripe._util as stripe_util
+
+    import gateway.sources.stripe  # noqa: F401  (installs the guard)
+    from gateway.observability import configure_logging
+
+    formatted: list[dict[str, Any]] = []
+    original = stripe_util.logfmt
+    monkeypatch.setattr(stripe_util, "logfmt", lambda props: formatted.append(props) or "")
+    monkeypatch.setattr(stripe, "log", None)
+    monkeypatch.setattr(stripe_util, "STRIPE_LOG", None)
+    root = logging.getLogger()
+    kept = (root.handlers[:], root.level)
+    try:
+        configure_logging("INFO", stream=io.StringIO())
+        assert logging.getLogger("stripe").level == logging.WARNING
+        requestor.log_info("Stripe API response", path="/v1/invoices", response_code=200)
+        requestor.log_debug("API response body", body="{...}")
+        assert formatted == []
+    finally:
+        root.handlers[:], level = kept  # caplog's handler back
+        root.setLevel(level)
+    monkeypatch.setattr(stripe_util, "logfmt", original)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="stripe"):
+            requestor.log_debug("API response body", body="{}")
+        assert "API response body" in caplog.text
+    finally:
+        logging.getLogger("stripe").setLevel(logging.NOTSET)
