@@ -17,6 +17,7 @@ A proxy from the environment is httpx's business: it mounts a proxy transport of
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 from collections import deque
@@ -219,39 +220,55 @@ class Http11Transport(httpx.AsyncBaseTransport):
         else:
             await origin.slots.acquire()  # free at once: no timer to set and cancel
         try:
-            connection, reused = await self._connection(origin, key, timeouts.get("connect"))
+            connect = timeouts.get("connect")
+            exchange = functools.partial(
+                self._exchange, origin, key, wire, request.method, connect, head_only
+            )
+            read = timeouts.get("read")
             try:
-                async with asyncio.timeout(timeouts.get("read")):
-                    try:
-                        response = await connection.exchange(wire, head_only)
-                    except _Closed:
-                        connection.close()
-                        if not (reused and request.method in _IDEMPOTENT):
-                            raise httpx.RemoteProtocolError(
-                                "the server closed the connection without answering"
-                            ) from None
-                        # a kept-alive connection the server had closed: once more, afresh
-                        connection, reused = await self._connection(
-                            origin, key, timeouts.get("connect"), fresh=True
-                        )
-                        response = await connection.exchange(wire, head_only)
+                if read is None:  # bounded by the caller (the upstream client's deadline)
+                    connection, response = await exchange()
+                else:
+                    async with asyncio.timeout(read):
+                        connection, response = await exchange()
             except TimeoutError:
-                connection.close()
                 raise httpx.ReadTimeout("the provider did not answer in time") from None
             except _Closed:
-                connection.close()
                 raise httpx.RemoteProtocolError(
                     "the server closed the connection without answering"
                 ) from None
-            except BaseException:
-                connection.close()  # cancelled or failed mid-exchange: never reused
-                raise
             if not connection.closed:
                 connection.idle_since = asyncio.get_running_loop().time()
                 origin.idle.append(connection)
         finally:
             origin.slots.release()
         return response
+
+    async def _exchange(
+        self,
+        origin: _Origin,
+        key: tuple[str, str, int],
+        wire: bytes,
+        method: str,
+        connect_within: float | None,
+        head_only: bool,
+    ) -> tuple[_Connection, httpx.Response]:
+        """One request on a kept-alive or new connection; answers the connection and the
+        response. A failed or cancelled exchange closes its connection (never reused)."""
+        connection, reused = await self._connection(origin, key, connect_within)
+        try:
+            try:
+                return connection, await connection.exchange(wire, head_only)
+            except _Closed:
+                connection.close()
+                if not (reused and method in _IDEMPOTENT):
+                    raise
+            # a kept-alive connection the server had closed: once more, afresh
+            connection, _reused = await self._connection(origin, key, connect_within, fresh=True)
+            return connection, await connection.exchange(wire, head_only)
+        except BaseException:
+            connection.close()
+            raise
 
     async def _connection(
         self,
