@@ -29,6 +29,7 @@ import redis
 from bench import pyspy as profiling
 from bench import wrk
 from bench.gateway_process import GatewayProcess
+from bench.machine import speed as measure_machine
 from bench.ports import free_port
 from bench.providers import ProviderSet, SandboxProviders
 from bench.redis_db import bench_redis, delete_prefix
@@ -621,10 +622,12 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
             f"providers: {providers.name} ({options.latency} ms a call); redis {redis_url}; "
             f"load generator: {'wrk' if bench.use_wrk else 'python (aiohttp)'}"
         )
+        machine = {"start": measure_machine(redis_url)}
         providers.start(workdir)
         try:
             for mode in options.modes:
                 bench.run_mode(mode)
+            machine["end"] = measure_machine(redis_url)
         except BaseException:
             for log_file in sorted(workdir.glob("*.log")):
                 log(f"--- {log_file.name} (last lines)")
@@ -651,6 +654,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
             "python": platform.python_version(),
             "commit": _commit(),
             "modes": {m: MODES[m].description for m in options.modes},
+            "machine": machine,
         },
         "rows": bench.rows,
         "ratios": ratios(bench.rows),

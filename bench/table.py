@@ -45,6 +45,16 @@ def _range(row: dict[str, Any]) -> str:
     return f"rps {_num(min(values), 0)}-{_num(max(values), 0)} ({len(runs)})"
 
 
+def _machine(machine: dict[str, Any] | None) -> list[str]:
+    """The machine's yardsticks (bench/machine.py) at the start and the end of the run."""
+    if not machine:
+        return []
+    taken = [
+        f"{when} {m['python_loop_ms']} ms / {m['redis_ping_us']} us" for when, m in machine.items()
+    ]
+    return [f"machine speed (python loop of 2M additions / redis PING): {', '.join(taken)}"]
+
+
 def render(result: dict[str, Any]) -> str:
     meta = result["meta"]
     providers = tuple(meta["provider_names"])
@@ -107,6 +117,7 @@ def render(result: dict[str, Any]) -> str:
         f" load={meta['loadgen']} warm runs {meta['repeat']} x {meta['duration_s']} s,"
         f" cold {meta['cold_requests']} requests x {meta['repeat']}"
         f" ({meta['cpu_count']} cores, {meta['started_at']})",
+        *_machine(meta.get("machine")),
         "",
         *out,
     ]
