@@ -57,15 +57,16 @@ def ratios(rows: list[dict[str, Any]]) -> list[str]:
 
 def _critical_path(took: dict[str, float | None], suffix: str) -> float | None:
     """The CRM call, then the slowest of billing and help desk; files beside (see targets).
-    `suffix` picks which of the providers' measures ("" or ", handler"); S3 has one."""
+    `suffix` picks the providers' measure: "" or ", handler" (S3 has only the one)."""
+    if suffix and not any(name.endswith(suffix) for name in took):
+        return None
 
     def at(provider: str) -> float | None:
-        return took.get(provider + suffix) or (took.get(provider) if provider == "s3" else None)
+        return took.get(provider + suffix, took.get(provider))
 
     crm = at("hubspot") or took.get("crm")
-    after = [at(p) for p in ("stripe", "zendesk")] if "stripe" in took else []
-    after += [took.get(p) for p in ("billing", "helpdesk") if p in took]
-    beside = [at("s3")] if "s3" in took else [took.get("files")] if "files" in took else []
+    after = [at(p) for p in ("stripe", "zendesk", "billing", "helpdesk") if p in took]
+    beside = [at(p) for p in ("s3", "files") if p in took]
     if not (crm and after and all(after) and all(beside)):
         return None
     return max(crm + max(a for a in after if a), *(b for b in beside if b))

@@ -100,14 +100,12 @@ def _when_heard(log_line: Callable[..., None], level: int) -> Callable[..., None
 
 
 # the requestor's own names for them: it imported the functions from stripe._util
-_sdk_log_info = getattr(stripe_requestor, "log_info", None)
-if _sdk_log_info is not None and not getattr(_sdk_log_info, "_gateway_quiet", False):
-    for _name, _level in (("log_info", logging.INFO), ("log_debug", logging.DEBUG)):
-        _sdk_log = getattr(stripe_requestor, _name, None)
-        if _sdk_log is not None:
-            _quiet = _when_heard(_sdk_log, _level)
-            _quiet._gateway_quiet = True  # type: ignore[attr-defined]
-            setattr(stripe_requestor, _name, _quiet)
+for _name, _level in (("log_info", logging.INFO), ("log_debug", logging.DEBUG)):
+    _sdk_log = getattr(stripe_requestor, _name, None)
+    if _sdk_log is not None and not getattr(_sdk_log, "_gateway_quiet", False):
+        _quiet = _when_heard(_sdk_log, _level)
+        _quiet._gateway_quiet = True  # type: ignore[attr-defined]
+        setattr(stripe_requestor, _name, _quiet)
 
 
 class UnreadableAnswer(Exception):
@@ -364,19 +362,20 @@ class StripeBilling:
         """
         requestor = self._client._requestor
         options, sent = extract_options_from_dict(dict(params))
+        api_mode = get_api_mode(path)
         body, status, headers = await requestor.request_raw_async(
             "get",
             path,
             params=sent,
             options=options,
             base_address="api",
-            api_mode=get_api_mode(path),
+            api_mode=api_mode,
             usage=["raw_request"],
         )
         if 200 <= status < 300 and isinstance(body, bytes | str):
             with contextlib.suppress(orjson.JSONDecodeError):
                 return (orjson.loads(body),)
-        return (requestor._interpret_response(body, status, headers, get_api_mode(path)).data,)
+        return (requestor._interpret_response(body, status, headers, api_mode).data,)
 
     # -- errors -------------------------------------------------------------------------
 

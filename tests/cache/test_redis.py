@@ -504,6 +504,22 @@ async def test_a_purge_waits_for_a_fill_already_on_its_way(
     assert await cache.get_many([key]) == [None]
 
 
+async def load_in_a_request(
+    entities: EntityCache, fetch: CountingFetch
+) -> tuple[DeferredWrites, list[Any]]:
+    """Customer 1 loaded as the GraphQL endpoint loads it: its fills held for the request
+    (not released: the test decides when its answer is out)."""
+    held = DeferredWrites()
+    token = deferred_writes.set(held)
+    try:
+        values = await entities.load_many(
+            "crm", "customer", ["1"], fetch, PROFILE, tags=by_customer
+        )
+    finally:
+        deferred_writes.reset(token)
+    return held, values
+
+
 async def test_a_read_while_a_fill_lands_gets_the_value_not_a_provider_call(
     entities: EntityCache, cache: RedisCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -518,12 +534,7 @@ async def test_a_read_while_a_fill_lands_gets_the_value_not_a_provider_call(
 
     monkeypatch.setattr(cache, "set_many", slow_set_many)
     first = CountingFetch()
-    held = DeferredWrites()
-    token = deferred_writes.set(held)
-    try:
-        await entities.load_many("crm", "customer", ["1"], first, PROFILE, tags=by_customer)
-    finally:
-        deferred_writes.reset(token)
+    held, [_value] = await load_in_a_request(entities, first)
     [landing] = held.tasks
     held.release()
     assert not landing.done()
@@ -544,14 +555,7 @@ async def test_a_requests_fills_are_held_until_it_releases_them(
     """Fills of a request start only once its answer is out (release); meanwhile their
     values are read as cached, and nothing is in Redis yet."""
     fetch = CountingFetch()
-    held = DeferredWrites()
-    token = deferred_writes.set(held)
-    try:
-        [value] = await entities.load_many(
-            "crm", "customer", ["1"], fetch, PROFILE, tags=by_customer
-        )
-    finally:
-        deferred_writes.reset(token)
+    held, [value] = await load_in_a_request(entities, fetch)
     [write] = held.tasks
     await asyncio.sleep(0.05)
     assert not write.done()
@@ -571,12 +575,7 @@ async def test_a_purge_releases_held_fills_and_drops_them(
     """A purge does not wait for a request's answer: it starts that request's held fills,
     waits for them, then drops what they wrote."""
     fetch = CountingFetch()
-    held = DeferredWrites()
-    token = deferred_writes.set(held)
-    try:
-        await entities.load_many("crm", "customer", ["1"], fetch, PROFILE, tags=by_customer)
-    finally:
-        deferred_writes.reset(token)
+    held, _values = await load_in_a_request(entities, fetch)
     [write] = held.tasks
     assert await asyncio.wait_for(entities.drop_tags(["customer:1"]), 5) == 2  # and :stale
     assert write.done()
