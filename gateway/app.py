@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -43,7 +44,7 @@ from gateway.webhooks.endpoint import WebhookEndpoint
 from gateway.webhooks.intake import Intake
 from gateway.webhooks.registry import build_providers
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "served_app"]
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,28 @@ class Gateway:
         return _json({"fileId": stored.id, "size": stored.size}, 201)
 
 
-def create_app(settings: Settings | None = None) -> GatewayApp:
+def _settle_heap() -> None:
+    """Once the app has started, what exists (modules, the schema, clients, pools) lives as
+    long as the process: gc.freeze takes it out of the cyclic collector's view.
+
+    Without this, each full collection walked all of it again: ~120 ms a pass, two in ~340
+    benchmark requests, landing on whichever request was running (cold portal-home p99 264
+    and 289 ms against 114-123 ms frozen, same-period runs). The young generation's
+    threshold stays CPython's: 7,000 instead of 700 changed no p50 beyond noise. Only for a
+    served process (served_app): a test building many apps in one process would keep each
+    one's reference cycles forever.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def served_app() -> GatewayApp:
+    """The app `portal-gateway serve` runs (uvicorn's factory, in each worker process):
+    create_app from the environment, with the heap settled once it has started."""
+    return create_app(settle_heap=True)
+
+
+def create_app(settings: Settings | None = None, *, settle_heap: bool = False) -> GatewayApp:
     """The ASGI app; `app.state.gateway` holds the handlers and their services."""
     settings = settings or Settings()
     gateway = Gateway(settings)
@@ -287,6 +309,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         traced = tracing.configure_tracing(settings.otel_exporter_otlp_endpoint)
         try:
             await gateway.start()
+            if settle_heap:
+                _settle_heap()
             yield
         finally:
             try:

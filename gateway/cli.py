@@ -49,7 +49,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     configure_logging(settings.log_level, settings)
     uvicorn.run(
-        "gateway.app:create_app",
+        "gateway.app:served_app",
         factory=True,
         host=host,
         port=port,

@@ -49,3 +49,35 @@ def test_token_refused_in_production(tmp_path: Path) -> None:
     result = run("token", "--customer", "1", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert "refusing to start in production" in result.stderr
+
+
+_STARTS_SERVED_APP = """
+import asyncio, gc
+from gateway.app import served_app, create_app
+
+async def started(app):
+    async with app.app.router.lifespan_context(app.app):
+        return gc.get_freeze_count()
+
+print(asyncio.run(started(create_app())), asyncio.run(started(served_app())))
+"""
+
+
+def test_the_served_app_takes_its_startup_heap_out_of_the_collectors_view(
+    tmp_path: Path,
+) -> None:
+    """`serve`'s factory freezes what startup made (full collections would walk it on every
+    pass); create_app, which tests build many times over, does not."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run(
+        [sys.executable, "-c", _STARTS_SERVED_APP],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    plain, served = (int(n) for n in result.stdout.split())
+    assert plain == 0
+    assert served > 10_000
