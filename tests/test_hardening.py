@@ -118,6 +118,26 @@ def test_the_101st_request_in_a_window_is_refused(start: Callable[..., GatewaySe
     assert other.status_code == 200
 
 
+def test_a_mutation_over_the_limit_does_not_start(start: Callable[..., GatewayServer]) -> None:
+    """A mutation refused by the incoming limit changes nothing, here a file on the
+    gateway's own disk (no provider call to hold back)."""
+    server = start(response_cache="off", rate_limit_viewer="1/60s", rate_limit_ip="off")
+    files = "{ me { files(first: 10) { totalCount edges { node { id } } } } }"
+    listed = post(server, {"query": files}).json()["data"]["me"]["files"]
+    assert listed["totalCount"] == 10
+    delete = "mutation($id: ID!) { deleteFile(id: $id) { deletedFileId } }"
+    first = listed["edges"][0]["node"]["id"]
+    refused = post(server, {"query": delete, "variables": {"id": first}})
+    assert refused.status_code == 429
+    service = {"X-API-Key": "test-service-key"}
+    left = server.http.post(
+        "/graphql",
+        json={"query": '{ customer(id: "1001") { files(first: 10) { totalCount } } }'},
+        headers=service,
+    )
+    assert left.json() == {"data": {"customer": {"files": {"totalCount": 10}}}}
+
+
 def test_ip_and_service_limits_shared_through_redis(
     start: Callable[..., GatewayServer], redis_url: str, cache_prefix: str
 ) -> None:

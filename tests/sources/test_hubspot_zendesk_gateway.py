@@ -87,6 +87,33 @@ def seed(hubspot: FakeHubSpot, zendesk: FakeZendesk, count: int, tickets: int = 
     return people
 
 
+def gateway_settings(
+    hubspot: FakeHubSpot,
+    zendesk: FakeZendesk,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    cache_prefix: str,
+    **overrides: Any,
+) -> Settings:
+    return make_settings(
+        **{
+            "crm_source": "hubspot",
+            "hubspot_api_base": hubspot.url,
+            "hubspot_access_token": hubspot.token,
+            "helpdesk_source": "zendesk",
+            "zendesk_base_url": zendesk.url,
+            "zendesk_email": zendesk.email,
+            "zendesk_api_token": zendesk.token,
+            "redis_url": redis_url,
+            "cache_prefix": cache_prefix,
+            "retry_base_delay": 0.01,
+            "retry_max_delay": 0.05,
+            "upstream_timeout": 2.0,
+            **overrides,
+        }
+    )
+
+
 @pytest.fixture
 def gateway(
     hubspot: FakeHubSpot,
@@ -95,20 +122,7 @@ def gateway(
     redis_url: str,
     cache_prefix: str,
 ) -> Iterator[GatewayServer]:
-    settings = make_settings(
-        crm_source="hubspot",
-        hubspot_api_base=hubspot.url,
-        hubspot_access_token=hubspot.token,
-        helpdesk_source="zendesk",
-        zendesk_base_url=zendesk.url,
-        zendesk_email=zendesk.email,
-        zendesk_api_token=zendesk.token,
-        redis_url=redis_url,
-        cache_prefix=cache_prefix,
-        retry_base_delay=0.01,
-        retry_max_delay=0.05,
-        upstream_timeout=2.0,
-    )
+    settings = gateway_settings(hubspot, zendesk, make_settings, redis_url, cache_prefix)
     with serve(create_app(settings), port=settings.port) as running:
         server = GatewayServer(running, settings)
         try:
@@ -468,3 +482,49 @@ def test_a_customer_cannot_read_or_create_tickets_as_another(
     assert len(zendesk.tickets_of(b.zendesk_id)) == len(b.tickets) + 1
     mine = ask(gateway, HOME, token=token_a)["data"]["me"]["tickets"]["edges"]
     assert {e["node"]["id"] for e in mine} == {made_a["ticket"]["id"], *a.tickets}
+
+
+@pytest.mark.parametrize("response_cache", ["off", "on"])
+def test_a_request_over_its_incoming_limit_calls_no_provider(
+    hubspot: FakeHubSpot,
+    zendesk: FakeZendesk,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    cache_prefix: str,
+    response_cache: str,
+) -> None:
+    """A request refused by its incoming limit reaches no provider, a query for data none of
+    which is cached as little as a mutation, with the response cache off or bypassed."""
+    people = seed(hubspot, zendesk, 4, tickets=1)
+    settings = gateway_settings(
+        hubspot,
+        zendesk,
+        make_settings,
+        redis_url,
+        cache_prefix,
+        response_cache=response_cache,
+        rate_limit_ip="2/60s",  # one client address: every customer counts against it
+        rate_limit_viewer="off",
+    )
+    with serve(create_app(settings), port=settings.port) as running:
+        server = GatewayServer(running, settings)
+        try:
+            no_cache = {"Cache-Control": "no-cache"}  # with the response cache on: no lookup
+            for person in people[:2]:
+                ask(server, HOME, token=server.token(person.crm_id), headers=no_cache)
+            assert hubspot.count() == 2
+            assert zendesk.count() == 2
+
+            # a customer none of whose data is cached: only the limit keeps the calls back
+            refused = server.query(HOME, token=server.token(people[2].crm_id), headers=no_cache)
+            assert refused.status_code == 429
+            assert refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+            draft = {"input": {"subject": "Refused", "description": "Over the limit"}}
+            mutation = server.query(
+                CREATE, {"input": draft["input"]}, token=server.token(people[3].crm_id)
+            )
+            assert mutation.status_code == 429
+            assert hubspot.count() == 2
+            assert zendesk.count() == 2
+        finally:
+            server.http.close()
