@@ -67,6 +67,10 @@ return dropped
 """
 
 
+# one set_many call: its live entries and its tag memberships
+_Write = tuple[list[Entry], Mapping[str, Sequence[str]]]
+
+
 class _Pool(BlockingConnectionPool):
     """redis-py's blocking pool, with a short path for the usual case: a connection is idle
     and nobody waits for one.
@@ -163,6 +167,9 @@ class RedisCache:
         # the reads of one event-loop turn (every loader of a request, and of the other
         # requests in flight) go out as one MGET
         self._reads: TurnBatch[list[str], list[bytes | None]] = TurnBatch(self._mget)
+        # and the writes of one turn (a request's fills, released together once it has
+        # answered: a hundred on a cold staff page) go out as one pipeline
+        self._writes: TurnBatch[_Write, None] = TurnBatch(self._pipeline)
 
     @property
     def client(self) -> redis.asyncio.Redis:
@@ -217,7 +224,8 @@ class RedisCache:
         return answers
 
     async def set_many(self, entries: Sequence[Entry], tags: Mapping[str, Sequence[str]]) -> None:
-        """Write `entries` and tag memberships in one pipeline; dropped while Redis is away.
+        """Write `entries` and tag memberships; dropped while Redis is away. Every set_many
+        of one event-loop turn shares one pipeline.
 
         Each tag set expires no earlier than the longest-lived member written with it
         (EXPIRE NX sets a first expiry, EXPIRE GT only ever extends it). A member not among
@@ -229,24 +237,29 @@ class RedisCache:
         live = [entry for entry in entries if entry[2] > 0]
         if not live or self._skipping():
             return
-        ttls = {key: ttl for key, _value, ttl in live}
-        longest = max(ttls.values())
+        await self._writes.submit((live, tags))
+
+    async def _pipeline(self, writes: list[_Write]) -> list[None]:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for key, value, ttl in live:
-                    pipe.set(key, value, ex=ttl)
-                for tag, members in tags.items():
-                    if not members:
-                        continue
-                    tag_ttl = max(ttls.get(member, longest) for member in members)
-                    pipe.sadd(tag, *members)
-                    pipe.expire(tag, tag_ttl, nx=True)
-                    pipe.expire(tag, tag_ttl, gt=True)
+                for live, tags in writes:
+                    ttls = {key: ttl for key, _value, ttl in live}
+                    longest = max(ttls.values())
+                    for key, value, ttl in live:
+                        pipe.set(key, value, ex=ttl)
+                    for tag, members in tags.items():
+                        if not members:
+                            continue
+                        tag_ttl = max(ttls.get(member, longest) for member in members)
+                        pipe.sadd(tag, *members)
+                        pipe.expire(tag, tag_ttl, nx=True)
+                        pipe.expire(tag, tag_ttl, gt=True)
                 await pipe.execute()
         except _FAILURES as exc:
             self._failed("set_many", exc)
-            return
-        self._succeeded()
+        else:
+            self._succeeded()
+        return [None] * len(writes)
 
     async def count_and_get(
         self, counters: Sequence[tuple[str, int]], key: str | None

@@ -685,3 +685,46 @@ async def test_callers_waiting_for_a_full_pool_are_all_served(
         assert await cache.get_many([key]) == [b"v"]  # and the short path works after it
     finally:
         await cache.aclose()
+
+
+async def test_fills_released_together_go_out_as_one_pipeline(
+    entities: EntityCache,
+    cache: RedisCache,
+    raw: redis.asyncio.Redis[bytes],
+    cache_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request's held fills (a hundred on a cold staff page) start together when its
+    answer is out, and share one pipeline: each keeps its own TTLs and tags."""
+    pipelines = 0
+    pipeline = cache.client.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pipelines
+        pipelines += 1
+        return pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(cache.client, "pipeline", counted)
+    held = DeferredWrites()
+    token = deferred_writes.set(held)
+    try:
+        for kind, ids in (("crm", ["1", "2"]), ("billing", ["3"]), ("files", ["4", "5"])):
+            await entities.load_many(kind, "thing", ids, CountingFetch(), PROFILE, tags=by_customer)
+    finally:
+        deferred_writes.reset(token)
+    assert pipelines == 0  # held until the answer is out
+    held.release()
+    await asyncio.gather(*held.tasks)
+
+    assert pipelines == 1
+    for kind, id, ttl in (
+        ("crm", "1", 300),
+        ("crm", "2", 300),
+        ("billing", "3", 60),
+        ("files", "5", 30),
+    ):
+        assert_ttl_near(await raw.pttl(entities.key(kind, "thing", id)), ttl)
+    assert await raw.smembers(entities.tag_key("customer:4")) == {
+        entities.key("files", "thing", "4").encode(),
+        entities.key("files", "thing", "4").encode() + b":stale",
+    }
