@@ -197,6 +197,24 @@ def test_gzip_answers_are_decoded_by_httpx(run: Any) -> None:
     run(body())
 
 
+def test_a_body_that_does_not_decode_raises_httpx_decoding_error(run: Any) -> None:
+    """The transport decodes the body it has read (one synchronous pass); a provider's
+    broken gzip raises httpx's DecodingError, a RequestError the upstream client counts as
+    a failed attempt, and the connection, whose answer was read whole, serves the next."""
+    answers = iter([ok(b"not gzip at all", b"Content-Encoding: gzip\r\n"), ok(b"fine")])
+
+    async def body() -> None:
+        server = await Server(lambda head, body: next(answers)).start()
+        async with client() as http:
+            with pytest.raises(httpx.DecodingError):
+                await http.get(server.url + "/broken")
+            assert (await http.get(server.url + "/next")).text == "fine"
+        await server.stop()
+        assert server.connections == 1
+
+    run(body())
+
+
 def test_a_kept_alive_connection_the_server_closed_is_not_used_again(run: Any) -> None:
     async def body() -> None:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
