@@ -118,7 +118,7 @@ def test_the_101st_request_in_a_window_is_refused(start: Callable[..., GatewaySe
     assert other.status_code == 200
 
 
-def test_a_mutation_over_the_limit_does_not_start(start: Callable[..., GatewayServer]) -> None:
+def test_a_mutation_over_the_limit_changes_nothing(start: Callable[..., GatewayServer]) -> None:
     """A mutation refused by the incoming limit changes nothing, here a file on the
     gateway's own disk (no provider call to hold back)."""
     server = start(response_cache="off", rate_limit_viewer="1/60s", rate_limit_ip="off")

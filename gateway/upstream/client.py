@@ -45,16 +45,17 @@ __all__ = ["POOL_SIZE", "UpstreamClient"]
 
 log = logging.getLogger("gateway.upstream")
 
-# Connections kept per provider. aiohttp keeps every released connection alive, so this is
-# both the keep-alive pool and the cap on concurrent calls to one provider; adapters already
-# bound their fan-out, and a small pool is what keeps the per-call CPU low (DESIGN 12).
+# Connections kept per provider. The transport keeps every released connection alive (until
+# KEEPALIVE_EXPIRY), so this is both the keep-alive pool and the cap on concurrent calls to
+# one provider; adapters already bound their fan-out, and a small pool is what keeps the
+# per-call CPU low (DESIGN 12).
 POOL_SIZE = 20
 # Below the idle timeouts of the providers' load balancers (60 s and more), so the gateway
 # closes an idle connection before the far end does and never writes into a dead socket.
 KEEPALIVE_EXPIRY = 30.0
 
-# A transport failure: our deadline (TimeoutError), httpx's, or an aiohttp error that
-# httpx_aiohttp does not translate.
+# A transport failure: our deadline (TimeoutError), httpx's, or, through a proxy (httpx-
+# aiohttp's transport), an aiohttp error that httpx_aiohttp does not translate.
 _TRANSPORT_ERRORS = (TimeoutError, httpx.RequestError, aiohttp.ClientError)
 
 
@@ -169,7 +170,7 @@ class UpstreamClient:
         """Build the client of provider `name` ("stripe", "hubspot", ...).
 
         `redis` shares the rate limit with every replica; `headers` and `auth` apply to
-        every call; `transport` replaces the aiohttp transport (tests only).
+        every call; `transport` replaces the gateway's own (tests only).
         """
         self.name = name
         self._settings = settings
@@ -182,7 +183,7 @@ class UpstreamClient:
             key=f"{settings.cache_prefix}ratelimit:{name}",
             redis=redis,
         )
-        # Proxies from the environment get aiohttp's transport, not httpx's slow default.
+        # The gateway's own transport; a proxy from the environment gets httpx-aiohttp's.
         self._http: httpx.AsyncClient = _ProviderClient(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -407,8 +408,9 @@ def _transport_outcome(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, httpx.TimeoutException):
-        # httpx_aiohttp maps every aiohttp connection error, a refused connect included, to
-        # ConnectTimeout; the aiohttp exception it chains tells what really happened.
+        # Through a proxy, httpx_aiohttp maps every aiohttp connection error, a refused
+        # connect included, to ConnectTimeout; the aiohttp exception it chains tells what
+        # really happened.
         cause = exc.__cause__
         if cause is None or isinstance(cause, TimeoutError):
             return "timeout"

@@ -6,6 +6,7 @@ A real uvicorn gateway on real Redis talks over HTTP to the fake HubSpot and Zen
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,16 @@ def gateway_settings(
     )
 
 
+@contextlib.contextmanager
+def running(settings: Settings) -> Iterator[GatewayServer]:
+    with serve(create_app(settings), port=settings.port) as server_thread:
+        server = GatewayServer(server_thread, settings)
+        try:
+            yield server
+        finally:
+            server.http.close()
+
+
 @pytest.fixture
 def gateway(
     hubspot: FakeHubSpot,
@@ -122,13 +133,10 @@ def gateway(
     redis_url: str,
     cache_prefix: str,
 ) -> Iterator[GatewayServer]:
-    settings = gateway_settings(hubspot, zendesk, make_settings, redis_url, cache_prefix)
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
-        try:
-            yield server
-        finally:
-            server.http.close()
+    with running(
+        gateway_settings(hubspot, zendesk, make_settings, redis_url, cache_prefix)
+    ) as server:
+        yield server
 
 
 def ask(
@@ -506,25 +514,19 @@ def test_a_request_over_its_incoming_limit_calls_no_provider(
         rate_limit_ip="2/60s",  # one client address: every customer counts against it
         rate_limit_viewer="off",
     )
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
-        try:
-            no_cache = {"Cache-Control": "no-cache"}  # with the response cache on: no lookup
-            for person in people[:2]:
-                ask(server, HOME, token=server.token(person.crm_id), headers=no_cache)
-            assert hubspot.count() == 2
-            assert zendesk.count() == 2
+    with running(settings) as server:
+        no_cache = {"Cache-Control": "no-cache"}  # with the response cache on: no lookup
+        for person in people[:2]:
+            ask(server, HOME, token=server.token(person.crm_id), headers=no_cache)
+        assert hubspot.count() == 2
+        assert zendesk.count() == 2
 
-            # a customer none of whose data is cached: only the limit keeps the calls back
-            refused = server.query(HOME, token=server.token(people[2].crm_id), headers=no_cache)
-            assert refused.status_code == 429
-            assert refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
-            draft = {"input": {"subject": "Refused", "description": "Over the limit"}}
-            mutation = server.query(
-                CREATE, {"input": draft["input"]}, token=server.token(people[3].crm_id)
-            )
-            assert mutation.status_code == 429
-            assert hubspot.count() == 2
-            assert zendesk.count() == 2
-        finally:
-            server.http.close()
+        # a customer none of whose data is cached: only the limit keeps the calls back
+        refused = server.query(HOME, token=server.token(people[2].crm_id), headers=no_cache)
+        assert refused.status_code == 429
+        assert refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        draft = {"subject": "Refused", "description": "Over the limit"}
+        mutation = server.query(CREATE, {"input": draft}, token=server.token(people[3].crm_id))
+        assert mutation.status_code == 429
+        assert hubspot.count() == 2
+        assert zendesk.count() == 2
