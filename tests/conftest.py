@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -102,16 +103,22 @@ def capture_logs() -> Iterator[Callable[..., io.StringIO]]:
     logging.getLogger("httpx").setLevel(httpx_level)
 
 
-@pytest.fixture
-def gateway_server(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
-    """The whole gateway under uvicorn on its configured port (sandbox providers)."""
-    settings = make_settings()
+@contextlib.contextmanager
+def running_gateway(settings: Settings) -> Iterator[GatewayServer]:
+    """The whole gateway with `settings` under uvicorn on their port, until the block ends."""
     with serve(create_app(settings), port=settings.port) as server:
         running = GatewayServer(server, settings)
         try:
             yield running
         finally:
             running.http.close()
+
+
+@pytest.fixture
+def gateway_server(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
+    """The whole gateway under uvicorn on its configured port (sandbox providers)."""
+    with running_gateway(make_settings()) as running:
+        yield running
 
 
 class GatewayServer:

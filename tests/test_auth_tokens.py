@@ -32,7 +32,7 @@ import gateway.auth
 from gateway.app import create_app
 from gateway.auth import mint_dev_token
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.servers import serve
 
 ISSUER = "https://issuer.test"
@@ -111,12 +111,8 @@ def oidc_gateway(
     settings = make_settings(
         auth_jwks_url=provider.jwks_url, auth_issuer=ISSUER, auth_audience=AUDIENCE
     )
-    with serve(create_app(settings), port=settings.port) as server:
-        running = GatewayServer(server, settings)
-        try:
-            yield running
-        finally:
-            running.http.close()
+    with running_gateway(settings) as running:
+        yield running
 
 
 def claims(**changes: Any) -> dict[str, Any]:

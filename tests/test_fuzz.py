@@ -21,8 +21,7 @@ from hypothesis_graphql import Mode, mutations, nodes, queries
 from gateway.auth import mint_dev_token
 from gateway.schema import build_schema
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
-from tests.servers import serve
+from tests.conftest import GatewayServer, running_gateway
 
 SERVICE_KEY = "fuzz-service-key-0123456789"
 MAX_EXAMPLES = 150
@@ -73,14 +72,8 @@ def server(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
         rate_limit_service="off",
         rate_limit_ip="off",
     )
-    from gateway.app import create_app
-
-    with serve(create_app(settings), port=settings.port) as running:
-        gateway = GatewayServer(running, settings)
-        try:
-            yield gateway
-        finally:
-            gateway.http.close()
+    with running_gateway(settings) as gateway:
+        yield gateway
 
 
 def _documents() -> st.SearchStrategy[str]:

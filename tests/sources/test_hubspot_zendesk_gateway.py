@@ -6,19 +6,16 @@ A real uvicorn gateway on real Redis talks over HTTP to the fake HubSpot and Zen
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.zendesk import FakeZendesk
-from tests.servers import serve
 from tests.sources.contract import ZENDESK_SPEC, check_zendesk_call
 
 SERVICE = {"X-API-Key": "test-service-key"}
@@ -115,16 +112,6 @@ def gateway_settings(
     )
 
 
-@contextlib.contextmanager
-def running(settings: Settings) -> Iterator[GatewayServer]:
-    with serve(create_app(settings), port=settings.port) as server_thread:
-        server = GatewayServer(server_thread, settings)
-        try:
-            yield server
-        finally:
-            server.http.close()
-
-
 @pytest.fixture
 def gateway(
     hubspot: FakeHubSpot,
@@ -133,7 +120,7 @@ def gateway(
     redis_url: str,
     cache_prefix: str,
 ) -> Iterator[GatewayServer]:
-    with running(
+    with running_gateway(
         gateway_settings(hubspot, zendesk, make_settings, redis_url, cache_prefix)
     ) as server:
         yield server
@@ -514,7 +501,7 @@ def test_a_request_over_its_incoming_limit_calls_no_provider(
         rate_limit_ip="2/60s",  # one client address: every customer counts against it
         rate_limit_viewer="off",
     )
-    with running(settings) as server:
+    with running_gateway(settings) as server:
         no_cache = {"Cache-Control": "no-cache"}  # with the response cache on: no lookup
         for person in people[:2]:
             ask(server, HOME, token=server.token(person.crm_id), headers=no_cache)
