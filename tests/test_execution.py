@@ -51,11 +51,13 @@ AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 GOOD = _Source(id="1", name="a", note=None, colour=Colour.RED, at=AT, tags=["x"])
 ITEMS: list[Any] = []
 QUERY = "{ items { id name note colour at tags shout } }"
+# every field selected is plain: each item is completed in one pass
+PLAIN_QUERY = "{ items { id name note colour at } }"
 SCHEMA = strawberry.Schema(query=Query)._schema
 
 
-def run(executor: type | None) -> dict[str, Any]:
-    result = execute(SCHEMA, parse(QUERY), executor_class=executor)
+def run(executor: type | None, query: str = QUERY) -> dict[str, Any]:
+    result = execute(SCHEMA, parse(query), executor_class=executor)
     assert not hasattr(result, "__await__")
     return result.formatted  # type: ignore[union-attr]
 
@@ -113,3 +115,38 @@ def test_the_gateway_schema_has_plain_fields_on_its_page_types() -> None:
     assert {"id", "status", "total", "currency"} <= table["Invoice"]
     assert {"id", "subject", "status"} <= table["Ticket"]
     assert issubclass(fast(), PlainFieldsExecutor)
+
+
+def test_an_object_of_plain_fields_only_is_completed_in_one_pass() -> None:
+    ITEMS[:] = [GOOD, _Source(id="2", name="b", note="n", colour="blue", at=AT, tags=[])]
+    asked: list[str] = []
+
+    class Counting(fast()):  # type: ignore[misc]
+        def execute_field(self, parent_type: Any, *args: Any) -> Any:
+            asked.append(parent_type.name)
+            return super().execute_field(parent_type, *args)
+
+    answer = run(Counting, PLAIN_QUERY)
+    assert answer == run(None, PLAIN_QUERY)
+    assert answer["data"]["items"][1] == {
+        "id": "2",
+        "name": "b",
+        "note": "n",
+        "colour": "BLUE",
+        "at": "2026-01-05T09:00:00+00:00",
+    }
+    assert asked == ["Query"]  # no item field went through graphql-core's field path
+
+
+def test_an_object_of_plain_fields_with_a_bad_value_gets_graphql_cores_errors() -> None:
+    ITEMS[:] = [
+        GOOD,
+        _Source(id="2", name=None, note=None, colour=Colour.RED, at=AT, tags=[]),
+        _Source(id="3", name="c", note=None, colour="green", at=AT, tags=[]),
+        _Source(name="d", note=None, colour=Colour.RED, at=AT, tags=[]),
+    ]
+    answer = run(fast(), PLAIN_QUERY)
+    assert answer == run(None, PLAIN_QUERY)
+    paths = sorted(tuple(error["path"]) for error in answer["errors"])
+    assert paths == [("items", 1, "name"), ("items", 2, "colour"), ("items", 3, "id")]
+    assert answer["data"]["items"][0]["note"] is None  # a nullable null stays a value
