@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -47,8 +48,12 @@ def encode_file_id(customer_id: str, name: str) -> str:
     return "f_" + _b64(f"{customer_id}/{name}".encode())
 
 
+@functools.lru_cache(maxsize=4096)
 def decode_file_id(file_id: str) -> tuple[str, str] | None:
-    """(customer id, name), or None for anything that is not a well-formed id."""
+    """(customer id, name), or None for anything that is not a well-formed id.
+
+    Remembered: a page decodes each of its files' ids again for every download link
+    (2% of a warm portal page's CPU without the response cache)."""
     if not file_id.startswith("f_"):
         return None
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -459,8 +460,10 @@ def _text(element: ElementTree.Element, child: str) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=4096)
 def _attachment(name: str) -> str:
-    """Content-Disposition that saves the file under its name (RFC 6266, RFC 5987)."""
+    """Content-Disposition that saves the file under its name (RFC 6266, RFC 5987);
+    remembered, as every page signs its files' names again."""
     fallback = "".join(
         c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name
     )
