@@ -7,11 +7,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.events.clients import wait_for
-from tests.servers import serve
 
 HOME = "{ me { name invoices { totalCount } tickets { totalCount } files { totalCount } } }"
 
@@ -19,10 +17,8 @@ HOME = "{ me { name invoices { totalCount } tickets { totalCount } files { total
 @pytest.fixture
 def billing_down(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
     settings = make_settings(sandbox_fail=["billing"])
-    with serve(create_app(settings), port=settings.port) as server:
-        running = GatewayServer(server, settings)
+    with running_gateway(settings) as running:
         yield running
-        running.http.close()
 
 
 def test_failing_billing_nulls_only_invoices(billing_down: GatewayServer) -> None:
@@ -208,8 +204,7 @@ STAFF_50 = """query($ids: [ID!]!) { customers(ids: $ids) {
 
 def test_query_cost_is_checked_before_execution(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(query_max_cost=500)
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
+    with running_gateway(settings) as server:
         ids = [str(1001 + i) for i in range(50)]
         refused = server.query(STAFF_50, {"ids": ids}, headers={"X-API-Key": "test-service-key"})
         assert refused.status_code == 400
@@ -228,4 +223,3 @@ def test_query_cost_is_checked_before_execution(make_settings: Callable[..., Set
         assert again.json()["errors"][0]["extensions"]["actual"] == 801
         default_page = server.query("{ me { invoices { edges { node { id } } } } }")
         assert default_page.status_code == 200
-        server.http.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -12,8 +13,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
-from tests.servers import serve
+from tests.conftest import GatewayServer, running_gateway
 
 ME = "{ me { name } }"
 
@@ -24,19 +24,12 @@ def sha(text: str) -> str:
 
 @pytest.fixture
 def start(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., GatewayServer]]:
-    running: list[Any] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(**overrides: Any) -> GatewayServer:
-        settings = make_settings(**overrides)
-        context = serve(create_app(settings), port=settings.port)
-        server = GatewayServer(context.__enter__(), settings)
-        running.append((context, server))
-        return server
+        def start(**overrides: Any) -> GatewayServer:
+            return stack.enter_context(running_gateway(make_settings(**overrides)))
 
-    yield start
-    for context, server in running:
-        server.http.close()
-        context.__exit__(None, None, None)
+        yield start
 
 
 def post(server: GatewayServer, payload: dict[str, Any], **headers: str) -> Any:

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
-from tests.servers import serve
+from tests.conftest import GatewayServer, running_gateway
 
 PAGE = """query($first: Int, $skipFiles: Boolean = false) { me {
   name
@@ -26,16 +24,12 @@ fragment Docs on Customer { files(first: $first) { totalCount edges { node { id 
 def slow_server(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
     """Sandbox providers that each take 150 ms, with every source call's start and end."""
     settings = make_settings(sandbox_latency_ms=150, response_cache="off")
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
+    with running_gateway(settings) as server:
         server.timeline = []  # type: ignore[attr-defined]
         for kind, method in (("crm", "customers"), ("files", "file_pages")):
             source = getattr(server.sources, kind)
             setattr(source, method, _recorded(server.timeline, kind, getattr(source, method)))  # type: ignore[attr-defined]
-        try:
-            yield server
-        finally:
-            server.http.close()
+        yield server
 
 
 def _recorded(timeline: list[tuple[str, str, float]], kind: str, call: Any) -> Any:

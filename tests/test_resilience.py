@@ -8,11 +8,10 @@ from collections.abc import Callable
 
 import httpx
 
-from gateway.app import create_app
 from gateway.settings import Settings
 from tests.cache.redis_process import redis_on_port
-from tests.conftest import GatewayServer
-from tests.servers import redis_server, serve
+from tests.conftest import running_gateway
+from tests.servers import redis_server
 
 HOME = "{ me { name invoices { totalCount } tickets { totalCount } } }"
 
@@ -20,8 +19,7 @@ HOME = "{ me { name invoices { totalCount } tickets { totalCount } } }"
 def test_redis_stopped_mid_run_then_back(make_settings: Callable[..., Settings]) -> None:
     with redis_server() as (url, process, port):
         settings = make_settings(redis_url=url, response_cache="off")
-        with serve(create_app(settings), port=settings.port) as running:
-            server = GatewayServer(running, settings)
+        with running_gateway(settings) as server:
             token = server.token()
             assert server.query(HOME, token=token).json()["data"]["me"]["name"] == "Ada Lovelace"
             assert server.http.get("/readyz").json()["cache"] == "ok"
@@ -55,15 +53,13 @@ def test_redis_stopped_mid_run_then_back(make_settings: Callable[..., Settings])
                 after = crm["customers"]
                 server.query(HOME, token=token)
                 assert crm["customers"] == after  # caching resumed
-            server.http.close()
 
 
 def test_fifty_concurrent_cold_requests_make_one_call_per_key(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(sandbox_latency_ms=100, response_cache="off")
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
+    with running_gateway(settings) as server:
         token = server.token()
 
         async def burst() -> list[httpx.Response]:
@@ -84,4 +80,3 @@ def test_fifty_concurrent_cold_requests_make_one_call_per_key(
         assert server.sources.crm.calls["customers"] == 1
         assert server.sources.billing.calls["invoice_pages"] == 1
         assert server.sources.helpdesk.calls["ticket_pages"] == 1
-        server.http.close()

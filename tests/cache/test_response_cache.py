@@ -12,13 +12,11 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from gateway.app import create_app
 from gateway.cache.redis import RedisCache
 from gateway.cache.response import ResponseCache
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.events.clients import wait_for
-from tests.servers import serve
 
 HOME = "{ me { id name invoices(first: 3) { edges { node { id status } } } } }"
 ASK = {"cache": True}
@@ -29,10 +27,8 @@ def server(
     make_settings: Callable[..., Settings], redis_url: str, cache_prefix: str
 ) -> Iterator[GatewayServer]:
     settings = make_settings(redis_url=redis_url, cache_prefix=cache_prefix)
-    with serve(create_app(settings), port=settings.port) as running:
-        gateway = GatewayServer(running, settings)
+    with running_gateway(settings) as gateway:
         yield gateway
-        gateway.http.close()
 
 
 @pytest.fixture
@@ -220,13 +216,11 @@ def test_response_cache_off(
     make_settings: Callable[..., Settings], redis_url: str, cache_prefix: str
 ) -> None:
     settings = make_settings(redis_url=redis_url, cache_prefix=cache_prefix, response_cache="off")
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
+    with running_gateway(settings) as server:
         token = server.token("1001")
         ask(server, HOME, token=token)
         second = ask(server, HOME, token=token)
         assert second["extensions"]["cache"]["hit"] is False  # type: ignore[index]
-        server.http.close()
 
 
 def test_a_page_read_before_a_purge_is_not_kept_after_it(
@@ -235,8 +229,7 @@ def test_a_page_read_before_a_purge_is_not_kept_after_it(
     """A webhook purges while a page is being read from slow providers: the page answers,
     but its (maybe outdated) copy must not be what the next request finds."""
     settings = make_settings(redis_url=redis_url, cache_prefix=cache_prefix, sandbox_latency_ms=300)
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
+    with running_gateway(settings) as server:
         token = server.token("1001")
         with ThreadPoolExecutor(1) as pool:
             reading = pool.submit(ask, server, HOME, token=token)
@@ -245,7 +238,6 @@ def test_a_page_read_before_a_purge_is_not_kept_after_it(
             assert reading.result()["extensions"] == {"cache": {"hit": False, "age": 0.0}}
         assert ask(server, HOME, token=token)["extensions"]["cache"]["hit"] is False  # type: ignore[index]
         assert ask(server, HOME, token=token)["extensions"]["cache"]["hit"] is True  # type: ignore[index]
-        server.http.close()
 
 
 def _skips() -> float:

@@ -15,11 +15,11 @@ from typing import Any, NoReturn
 
 import pytest
 
-from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import GatewayServer
+from tests.conftest import running_gateway as gateway_on_settings
 from tests.e2e.node import NPM_CI_TIMEOUT, Node, NodeUnavailable
-from tests.servers import free_port, serve
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = ROOT / "test-artifacts"
@@ -81,12 +81,8 @@ def running_gateway(files_dir: Path, **overrides: Any) -> Iterator[GatewayServer
         **overrides,
     }
     settings = Settings(_env_file=None, **values)
-    with serve(create_app(settings), port=settings.port) as server:
-        running = GatewayServer(server, settings)
-        try:
-            yield running
-        finally:
-            running.http.close()
+    with gateway_on_settings(settings) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
-from tests.servers import free_port, serve
+from tests.conftest import GatewayServer, running_gateway
+from tests.servers import free_port
 from tests.webhooks.signing import WEBHOOK_SECRETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,9 +220,6 @@ def gateways(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., G
         def start(**overrides: Any) -> GatewayServer:
             values = {**WEBHOOK_SECRETS, "retry_base_delay": 0.01, **overrides}
             settings = make_settings(**values)
-            server = stack.enter_context(serve(create_app(settings), port=settings.port))
-            running = GatewayServer(server, settings)
-            stack.callback(running.http.close)
-            return running
+            return stack.enter_context(running_gateway(settings))
 
         yield start

@@ -3,6 +3,7 @@
 Plugging an adapter in — one fixture and one empty subclass in your test module:
 
     import pytest
+    from tests.conftest import running_gateway
     from tests.sources.billing_behaviour import BillingBehaviour, BillingEnv
 
     @pytest.fixture
@@ -10,10 +11,8 @@ Plugging an adapter in — one fixture and one empty subclass in your test modul
         with running_fake_quickbooks() as fake:                  # your fake provider
             settings = make_settings(billing_source="quickbooks", ..., # pointed at it
                                      redis_url=redis_url, cache_prefix=cache_prefix)
-            with serve(create_app(settings), port=settings.port) as server:
-                gateway = GatewayServer(server, settings)
+            with running_gateway(settings) as gateway:
                 yield BillingEnv(gateway, QuickBooksSeeder(fake), source="quickbooks")
-                gateway.http.close()
 
     class TestQuickBooksBilling(BillingBehaviour):
         pass

@@ -13,13 +13,11 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
-from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.oauth import CLIENT_ID, CLIENT_SECRET, FakeAuthorizationServer
 from tests.fakes.quickbooks import REALM, FakeQuickBooks
 from tests.fakes.stripe import running_fake_stripe
-from tests.servers import serve
 from tests.sources.billing_behaviour import link_customer
 from tests.test_portal_home import PORTAL_HOME
 
@@ -85,10 +83,7 @@ def start(
                 **overrides,
             }
             settings = make_settings(**values)
-            running = stack.enter_context(serve(create_app(settings), port=settings.port))
-            server = GatewayServer(running, settings)
-            stack.callback(server.http.close)
-            return server
+            return stack.enter_context(running_gateway(settings))
 
         yield start
 
@@ -121,8 +116,7 @@ def stripe_portal_home(
             cache_prefix=cache_prefix + "stripe:",
             **FAST,
         )
-        with serve(create_app(settings), port=settings.port) as running:
-            server = GatewayServer(running, settings)
+        with running_gateway(settings) as server:
             ada = fake.add_customer(email="ada@example.com", name="Ada Lovelace")
             link_customer(server, "1001", ada)
             for status, total, paid, created, due, paid_on in ADA_INVOICES:
@@ -137,7 +131,6 @@ def stripe_portal_home(
                     paid_at=midnight(paid_on) if paid_on else None,
                 )
             body: dict[str, Any] = server.query(PORTAL_HOME, token=server.token("1001")).json()
-            server.http.close()
             return body
 
 

@@ -27,14 +27,13 @@ import pytest
 from moto.server import ThreadedMotoServer
 from prometheus_client import REGISTRY
 
-from gateway.app import create_app
 from gateway.domain import FileQuery, StoredFile
 from gateway.errors import BadUserInput, IntegrationUnavailable
 from gateway.settings import Settings
 from gateway.sources.local_files import encode_file_id
 from gateway.sources.s3 import S3FileStore, S3UploadNotifications, _attachment, s3_client
 from gateway.webhooks.intake import Intake
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.stripe import FakeStripe, running_fake_stripe
 from tests.servers import free_port, serve
 from tests.sources.billing_behaviour import link_customer
@@ -547,10 +546,7 @@ def portal(
         breaker_failures=50,
     )
     with ExitStack() as stack:
-        server = GatewayServer(
-            stack.enter_context(serve(create_app(settings), port=settings.port)), settings
-        )
-        stack.callback(server.http.close)
+        server = stack.enter_context(running_gateway(settings))
         ada = stripe_server.add_customer(email="ada@example.com", name="Ada Lovelace")
         link_customer(server, "1001", ada)
         for n, (status, total) in enumerate(
@@ -765,8 +761,7 @@ def test_the_gateway_consumes_upload_notifications_itself(
         redis_url=redis_url,
         cache_prefix=cache_prefix,
     )
-    with serve(create_app(settings), port=settings.port) as running:
-        server = GatewayServer(running, settings)
+    with running_gateway(settings) as server:
         ada = server.token("1001")
         # the notification queued before the start is taken once the app runs
         deadline = time.monotonic() + 15
@@ -782,7 +777,6 @@ def test_the_gateway_consumes_upload_notifications_itself(
         assert _published("FileUploaded") == published + 1
         files = server.query(PORTAL_HOME, token=ada).json()["data"]["me"]["files"]
         assert files["totalCount"] == 2  # the cached list of one file was dropped
-        server.http.close()
 
 
 def _notification_queue(moto_url: str, s3: Any, bucket: str) -> str:

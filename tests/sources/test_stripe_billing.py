@@ -14,13 +14,11 @@ import pytest
 import stripe
 from prometheus_client import REGISTRY
 
-from gateway.app import create_app
 from gateway.domain import InvoiceStatus
 from gateway.settings import Settings
 from gateway.sources.stripe import CONCURRENCY, StripeBilling
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.stripe import FakeStripe, running_fake_stripe
-from tests.servers import serve
 from tests.sources.billing_behaviour import (
     ADA,
     HOME,
@@ -125,10 +123,7 @@ def stripe_gateway(
                 **FAST,
             }
             settings = make_settings(**{**values, **overrides})
-            running = stack.enter_context(serve(create_app(settings), port=settings.port))
-            server = GatewayServer(running, settings)
-            stack.callback(server.http.close)
-            return server
+            return stack.enter_context(running_gateway(settings))
 
         yield start
 

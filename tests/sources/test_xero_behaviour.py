@@ -12,14 +12,12 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from gateway.app import create_app
 from gateway.domain import InvoiceStatus
 from gateway.settings import Settings
 from gateway.sources.money import minor_unit_exponent
-from tests.conftest import GatewayServer
+from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.oauth import CLIENT_ID, CLIENT_SECRET, FakeAuthorizationServer
 from tests.fakes.xero import TENANT_ID, FakeXero
-from tests.servers import serve
 from tests.sources.billing_behaviour import ADA, HOME, PAGE, BillingBehaviour, BillingEnv
 
 # Fast retries; a breaker that only its own test opens (see the suite's header).
@@ -144,10 +142,7 @@ def xero_gateway(
                 **FAST,
             }
             settings = make_settings(**{**values, **overrides})
-            running = stack.enter_context(serve(create_app(settings), port=settings.port))
-            server = GatewayServer(running, settings)
-            stack.callback(server.http.close)
-            return server
+            return stack.enter_context(running_gateway(settings))
 
         yield start
 
