@@ -240,37 +240,41 @@ class PlainFieldsExecutor(IncrementalExecutor):
         if fields is not None:
             plain = fields.get(field_details_list[0].node.name.value)
             if plain is not None:
-                try:
-                    value = getattr(source, plain[0])
-                    if value is not None:
-                        coerced = plain[1](value)
-                        if coerced is not None and coerced is not Undefined:
-                            return coerced
-                except Exception:  # noqa: S110 - the general path below reports it
-                    pass
+                value = _plain_value(source, plain)
+                if value is not _GENERAL:
+                    return value
         return super().execute_field(
             parent_type, source, field_details_list, path, position_context
         )
 
 
+# what _plain_value answers for a value the general path must complete (and report)
+_GENERAL = object()
+
+
+def _plain_value(source: Any, plain: _Plain) -> Any:
+    """The plain field's value as graphql-core would complete it, or _GENERAL: a null where
+    the field may not be null, a value the scalar refuses, or any exception."""
+    attribute, coerce, nullable = plain
+    try:
+        value = getattr(source, attribute)
+        if value is None:
+            return None if nullable else _GENERAL
+        coerced = coerce(value)
+    except Exception:
+        return _GENERAL
+    return _GENERAL if coerced is None or coerced is Undefined else coerced
+
+
 def _complete_plain(source: Any, selected: list[tuple[str, _Plain]]) -> dict[str, Any] | None:
     """The object's plain fields as graphql-core would complete them, or None when one of
-    them needs the general path (which then reports it as it always has)."""
+    them needs the general path."""
     results: dict[str, Any] = {}
-    try:
-        for response_name, (attribute, coerce, nullable) in selected:
-            value = getattr(source, attribute)
-            if value is None:
-                if not nullable:
-                    return None
-                results[response_name] = None
-                continue
-            coerced = coerce(value)
-            if coerced is None or coerced is Undefined:
-                return None
-            results[response_name] = coerced
-    except Exception:
-        return None
+    for response_name, plain in selected:
+        value = _plain_value(source, plain)
+        if value is _GENERAL:
+            return None
+        results[response_name] = value
     return results
 
 
