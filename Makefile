@@ -4,13 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-e2e lint bench format schema assets
+.PHONY: run test test-e2e lint bench format schema assets lock
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements.lock pins (every direct and transitive dependency), then
+# the project itself without resolving anything again: a fresh machine gets what the suite
+# was last run with, not whatever was released since.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q 'pip==26.3'
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# after a change to pyproject.toml's dependencies: resolve anew, then run `make test`
+lock:
+	rm -rf $(VENV)-lock
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install -q 'pip==26.3'
+	$(VENV)-lock/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '1,2p' requirements.lock; $(VENV)-lock/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(VENV)-lock
 
 assets: $(STAMP)
 	$(BIN)/python scripts/fetch_graphiql.py
