@@ -33,10 +33,11 @@ from gateway.domain import FileUploaded
 from gateway.errors import BadUserInput
 from gateway.events.runtime import EventRuntime
 from gateway.graphql_http import GraphQLEndpoint, Receive, Scope, Send
+from gateway.graphql_ws import GraphQLWebSocket
 from gateway.persisted import PersistedDocuments, load_manifest
+from gateway.pipeline import OperationPipeline
 from gateway.schema import build_schema
 from gateway.schema.execution import GraphQLExecutor
-from gateway.schema.websocket import GraphQLWebSocket
 from gateway.settings import Settings
 from gateway.sources.local_files import LocalFileStore, SignedTokenError
 from gateway.sources.registry import build_sources
@@ -94,13 +95,7 @@ class Gateway:
         self.settings = settings
         self.services = build_services(settings)
         self.schema = build_schema()
-        self.executor = GraphQLExecutor(
-            self.schema._schema,
-            max_depth=settings.query_max_depth,
-            max_aliases=settings.query_max_aliases,
-            max_cost=settings.query_max_cost,
-            introspection=settings.introspection,
-        )
+        self.executor = GraphQLExecutor.from_settings(self.schema._schema, settings)
         self.auth = Authenticator(settings)
         responses = (
             ResponseCache(
@@ -124,19 +119,31 @@ class Gateway:
             settings.cache_prefix,
             {kind: settings.incoming_limit(kind) for kind in ("viewer", "service", "ip")},
         )
-        self.graphql = GraphQLEndpoint(
-            self.services,
+        self.pipeline = OperationPipeline(
             self.executor,
             self.auth,
-            responses,
             documents,
+            self.services.backend,
             limits if limits.limits else None,
+            max_variable_depth=settings.query_max_variable_depth,
+        )
+        self.graphql = GraphQLEndpoint(
+            self.services,
+            self.pipeline,
+            responses,
             Cors(settings.cors_origins),
+            max_body_bytes=settings.request_max_bytes,
         )
         self.events = EventRuntime(settings, self.services.backend, self.services.sources.crm)
         self.services.live = self.events.live
         self.services.events = self.events.publisher
-        self.subscriptions = GraphQLWebSocket(self.services, self.executor, self.auth)
+        self.subscriptions = GraphQLWebSocket(
+            self.services,
+            self.pipeline,
+            max_message_bytes=settings.request_max_bytes,
+            max_operations_per_socket=settings.ws_max_subscriptions_per_socket,
+            max_subscriptions_per_viewer=settings.ws_max_subscriptions_per_viewer,
+        )
         self.webhooks = WebhookEndpoint(
             build_providers(settings),
             Intake(self.services, self.events.publisher),

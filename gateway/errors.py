@@ -94,10 +94,33 @@ class QueryTooComplex(GatewayError):
 
 
 class RequestRefused(Exception):
-    """A request refused before GraphQL execution: answered with its HTTP status and one error."""
+    """A request refused before GraphQL execution: answered with its HTTP status and its
+    errors (one, or the list a parse or validation made), on every transport."""
 
-    def __init__(self, status: int, message: str, code: str = "BAD_REQUEST") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str = "BAD_REQUEST",
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        retry_after: float | None = None,
+        **extensions: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.retry_after = retry_after
+        self.errors = errors or [{"message": message, "extensions": {"code": code, **extensions}}]
+
+    @classmethod
+    def of(cls, status: int, error: GatewayError) -> RequestRefused:
+        """A gateway error (UNAUTHENTICATED, RATE_LIMITED, QUERY_TOO_COMPLEX...) as a refusal."""
+        return cls(
+            status,
+            error.message,
+            error.code,
+            retry_after=getattr(error, "retry_after", None),
+            **error.extra,
+        )

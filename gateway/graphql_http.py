@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,15 +20,12 @@ import orjson
 from graphql import OperationType
 
 from gateway import tracing
-from gateway.auth import Authenticator, Viewer
 from gateway.cache.entity import DeferredWrites, deferred_writes
-from gateway.cache.incoming import IncomingLimits, key_identity
 from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
 from gateway.context import Context, Services
 from gateway.cors import Cors
-from gateway.errors import GatewayError, RateLimited, RequestRefused
+from gateway.errors import RequestRefused
 from gateway.observability import (
-    RATE_LIMITED_TOTAL,
     REQUEST_SECONDS,
     REQUESTS,
     RESPONSE_CACHE,
@@ -39,10 +35,9 @@ from gateway.observability import (
     request_id_var,
     request_note_var,
 )
-from gateway.persisted import PersistedDocuments
-from gateway.schema.execution import GraphQLExecutor, operation_type
+from gateway.pipeline import Operation, OperationPipeline
 
-__all__ = ["GraphQLEndpoint", "GraphQLRequestError"]
+__all__ = ["GraphQLEndpoint", "error_body"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +46,6 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 GRAPHIQL_HTML = Path(__file__).parent / "templates" / "graphiql.html"
-MAX_BODY_BYTES = 1_000_000
 _JSON = [(b"content-type", b"application/json")]
 _HTML = [
     (b"content-type", b"text/html; charset=utf-8"),
@@ -75,10 +69,6 @@ _PREFLIGHT = (
     b"x-apollo-operation-name",
 )
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
-
-
-# the name this module has always used for a refused request
-GraphQLRequestError = RequestRefused
 
 
 def error_body(message: str, code: str, **extensions: Any) -> bytes:
@@ -112,20 +102,18 @@ class GraphQLEndpoint:
     def __init__(
         self,
         services: Services,
-        executor: GraphQLExecutor,
-        auth: Authenticator,
+        pipeline: OperationPipeline,
         responses: ResponseCache | None,
-        documents: PersistedDocuments,
-        limits: IncomingLimits | None,
         cors: Cors,
+        *,
+        max_body_bytes: int,
     ) -> None:
         self.services = services
-        self.executor = executor
-        self.auth = auth
+        self.pipeline = pipeline
+        self.executor = pipeline.executor
         self.responses = responses
-        self.documents = documents
-        self.limits = limits
         self.cors = cors
+        self.max_body_bytes = max_body_bytes
         self._graphiql = GRAPHIQL_HTML.read_bytes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -187,77 +175,59 @@ class GraphQLEndpoint:
         ):
             return 200, list(_HTML), self._graphiql
         try:
-            query, variables, operation_name, extensions = await _read_params(request, receive)
-            if request.method == "GET" and not any(h in request.headers for h in _PREFLIGHT):
-                # a header a cross-site page cannot send without a CORS preflight
-                raise GraphQLRequestError(
-                    400,
-                    "a GET query needs an Authorization, X-API-Key or "
-                    "Apollo-Require-Preflight header (CSRF protection)",
-                )
-            document = self.documents.identify(query, extensions)
-            viewer = await self.auth.viewer(
-                request.header(b"authorization"), request.header(b"x-api-key")
+            return await self._run(request, receive, request_id, client_ip)
+        except RequestRefused as refused:
+            headers = list(_JSON)
+            if refused.retry_after is not None:
+                headers.append((b"retry-after", str(int(refused.retry_after)).encode()))
+            return refused.status, headers, orjson.dumps({"errors": refused.errors})
+
+    async def _run(
+        self, request: _Request, receive: Receive, request_id: str, client_ip: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The pipeline's phases (gateway/pipeline.py) around HTTP's own: CSRF, the
+        whole-response cache, GET for queries only, no subscriptions."""
+        pipeline = self.pipeline
+        operation = await _read_operation(pipeline, request, receive, self.max_body_bytes)
+        if request.method == "GET" and not any(h in request.headers for h in _PREFLIGHT):
+            # a header a cross-site page cannot send without a CORS preflight
+            raise RequestRefused(
+                400,
+                "a GET query needs an Authorization, X-API-Key or "
+                "Apollo-Require-Preflight header (CSRF protection)",
             )
-        except GraphQLRequestError as error:
-            return error.status, list(_JSON), error_body(error.message, error.code)
-        except GatewayError as error:
-            return 401, list(_JSON), error_body(error.message, error.code)
+        document = pipeline.document(operation)
+        api_key = request.header(b"x-api-key")
+        viewer = await pipeline.authenticate(request.header(b"authorization"), api_key, client_ip)
+        variables, operation_name = operation.variables, operation.operation_name
+        extensions = operation.extensions
         request.note.viewer = "service" if viewer.service else viewer.subject
         request.note.operation = operation_name
-        request.note.document = query
+        request.note.document = operation.query
 
         # The hit path: the rate-limit counters and the cached answer in one round trip;
         # on a hit the stored bytes go out with no parse, no validation, no resolver.
         responses = self.responses
         cache_key = None
         report_cache = bool(extensions and extensions.get("cache"))
-        windows = self.limits.windows(_who(viewer, request, client_ip)) if self.limits else []
         if responses is not None and viewer.authenticated:
             cache_key = responses.key(viewer.scope, document.digest, variables, operation_name)
         bypass = b"no-cache" in request.headers.get(b"cache-control", b"")
-        if windows or (cache_key is not None and not bypass):
-            counts, data = await self.services.backend.count_and_get(
-                [(w.key, w.ttl) for w in windows], None if bypass else cache_key
-            )
-            retry_after = IncomingLimits.retry_after(windows, counts)
-            if retry_after is not None:
-                RATE_LIMITED_TOTAL.inc()
-                wait = str(max(1, math.ceil(retry_after))).encode()
-                limited = RateLimited(retry_after)
-                return (
-                    429,
-                    [*_JSON, (b"retry-after", wait)],
-                    error_body(limited.message, limited.code, **limited.extra),
-                )
-            if responses is not None and cache_key is not None:
-                if bypass:
-                    labelled(RESPONSE_CACHE, "bypass").inc()
-                elif (cached := responses.parse(data) or responses.landing(cache_key)) is not None:
-                    labelled(RESPONSE_CACHE, "hit").inc()
-                    request.note.cache = "hit"
-                    return _cached(request, cached, report_cache, hit=True)
-                else:
-                    labelled(RESPONSE_CACHE, "miss").inc()
+        data = await pipeline.admit(
+            pipeline.windows(viewer, api_key, client_ip), None if bypass else cache_key
+        )
+        if responses is not None and cache_key is not None:
+            if bypass:
+                labelled(RESPONSE_CACHE, "bypass").inc()
+            elif (cached := responses.parse(data) or responses.landing(cache_key)) is not None:
+                labelled(RESPONSE_CACHE, "hit").inc()
+                request.note.cache = "hit"
+                return _cached(request, cached, report_cache, hit=True)
+            else:
+                labelled(RESPONSE_CACHE, "miss").inc()
 
-        try:
-            query = await self.documents.text(document)
-        except GraphQLRequestError as error:
-            return error.status, list(_JSON), error_body(error.message, error.code)
-        prepared = self.executor.prepare(query)
-        if prepared.errors:
-            return 400, list(_JSON), orjson.dumps({"errors": prepared.errors})
-        await self.documents.remember(document, query)
-        kind = operation_type(prepared, operation_name)
-        if kind is None:
-            return (
-                400,
-                list(_JSON),
-                error_body(
-                    "operationName does not name an operation of the document",
-                    "GRAPHQL_VALIDATION_FAILED",
-                ),
-            )
+        ready = await pipeline.prepare(document, operation)
+        kind = ready.kind
         if request.method == "GET" and kind is not OperationType.QUERY:
             return 405, list(_JSON), error_body("only queries may be sent with GET", "BAD_REQUEST")
         if kind is OperationType.SUBSCRIPTION:
@@ -277,7 +247,7 @@ class GraphQLEndpoint:
         purges = self.services.cache.purges
         try:
             result = await self.executor.execute(
-                prepared, context, variables, operation_name, report_cost
+                ready.prepared, context, variables, operation_name, report_cost
             )
         finally:
             deferred_writes.reset(writes_token)
@@ -297,8 +267,7 @@ class GraphQLEndpoint:
                 labelled(RESPONSE_CACHE, "skip").inc()
         if report_cache and "extensions" not in result:
             body = with_cache_extension(body, hit=False, age=0.0)
-        # no data at all: refused before execution (cost), so a request error
-        return (200 if "data" in result else 400), list(_JSON), body
+        return 200, list(_JSON), body
 
     async def _keep(self, key: str, entry: CachedResponse, context: Context, purges: int) -> None:
         """Stores an answer after it went out, unless a purge of this process since its
@@ -317,17 +286,6 @@ async def _finish(after: list[Awaitable[object]]) -> None:
             log.error("a cache fill failed", exc_info=failed)
 
 
-def _who(viewer: Viewer, request: _Request, client_ip: str) -> list[tuple[str, str]]:
-    """Whom this request counts against: its client IP, and its viewer or service key."""
-    who = [("ip", client_ip)]
-    if viewer.service:
-        api_key = request.header(b"x-api-key") or ""
-        who.append(("service", key_identity(api_key)))
-    elif viewer.authenticated:
-        who.append(("viewer", viewer.scope if viewer.customer_id else f"sub:{viewer.subject}"))
-    return who
-
-
 def _cached(
     request: _Request, cached: CachedResponse, report: bool, hit: bool
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -341,14 +299,15 @@ def _cached(
     return 200, [*_JSON, *headers], body
 
 
-async def _read_params(
-    request: _Request, receive: Receive
-) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
+async def _read_operation(
+    pipeline: OperationPipeline, request: _Request, receive: Receive, max_bytes: int
+) -> Operation:
+    """The pipeline's decode phase for HTTP: GET parameters or a bounded JSON body."""
     if request.method == "GET":
         params = {k: v[-1] for k, v in parse_qs(request.query_string.decode("latin-1")).items()}
         raw_variables = params.get("variables")
         raw_extensions = params.get("extensions")
-        return (
+        return pipeline.checked(
             params.get("query", ""),
             _object(_loads(raw_variables) if raw_variables else None, "variables"),
             params.get("operationName") or None,
@@ -357,49 +316,38 @@ async def _read_params(
     content_type = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         # also what keeps plain HTML forms (CSRF) from reaching the executor
-        raise GraphQLRequestError(415, "send GraphQL as POST with Content-Type: application/json")
-    payload = _loads(await _read_body(request, receive))
-    if not isinstance(payload, dict):
-        raise GraphQLRequestError(400, "the body must be a JSON object")
-    query = payload.get("query") or ""  # may be absent for a persisted document
-    if not isinstance(query, str):
-        raise GraphQLRequestError(400, "the body must carry a 'query' string")
-    name = payload.get("operationName")
-    if name is not None and not isinstance(name, str):
-        raise GraphQLRequestError(400, "operationName must be a string")
-    extensions = payload.get("extensions")
-    return (
-        query,
-        _object(payload.get("variables"), "variables"),
-        name or None,
-        extensions if isinstance(extensions, dict) else None,
-    )
+        raise RequestRefused(415, "send GraphQL as POST with Content-Type: application/json")
+    return pipeline.operation(_loads(await _read_body(request, receive, max_bytes)))
 
 
 def _loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise GraphQLRequestError(400, "the body is not valid JSON") from None
+        # orjson refuses nesting past 1,024 levels here too
+        raise RequestRefused(400, "the body is not valid JSON") from None
 
 
 def _object(value: Any, name: str) -> dict[str, Any] | None:
     if value is None or isinstance(value, dict):
         return value
-    raise GraphQLRequestError(400, f"{name} must be a JSON object")
+    raise RequestRefused(400, f"{name} must be a JSON object")
 
 
-async def _read_body(request: _Request, receive: Receive) -> bytes:
+async def _read_body(request: _Request, receive: Receive, max_bytes: int) -> bytes:
     declared = request.headers.get(b"content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise GraphQLRequestError(413, "the request body is too large")
-    body = b""
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise RequestRefused(413, "the request body is too large")
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise GraphQLRequestError(400, "the client went away")
-        body += bytes(message.get("body", b""))
-        if len(body) > MAX_BODY_BYTES:
-            raise GraphQLRequestError(413, "the request body is too large")
+            raise RequestRefused(400, "the client went away")
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestRefused(413, "the request body is too large")
+        chunks.append(chunk)
         if not message.get("more_body", False):
-            return body
+            return b"".join(chunks)

@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.cache.base import CacheBackend
+from gateway.cache.bounded import BoundedLRU
 from gateway.errors import RequestRefused
 
 __all__ = ["Document", "PersistedDocuments", "load_manifest"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 APQ_TTL = 30 * 86_400
+# APQ documents of this process kept at hand (they are also in Redis): bytes of text
+KNOWN_BYTES = 16_000_000
 
 
 class Document:
@@ -71,7 +74,7 @@ class PersistedDocuments:
         self.manifest = manifest
         self.backend = backend
         self.prefix = prefix
-        self._known: dict[str, str] = {}  # recently seen APQ documents of this process
+        self._known: BoundedLRU[str] = BoundedLRU(KNOWN_BYTES)  # recent APQ documents
 
     def identify(self, query: str, extensions: dict[str, Any] | None) -> Document:
         """The document a request names, checked against the mode; raises RequestRefused."""
@@ -129,9 +132,7 @@ class PersistedDocuments:
         await self.backend.set_many([(self._key(document.digest), text.encode(), APQ_TTL)], {})
 
     def _remember_locally(self, digest: str, text: str) -> None:
-        if len(self._known) >= 5_000:
-            self._known.pop(next(iter(self._known)))
-        self._known[digest] = text
+        self._known.put(digest, text, len(text))
 
     def _key(self, digest: str) -> str:
         return f"{self.prefix}apq:{digest}"

@@ -178,6 +178,19 @@ class Settings(BaseSettings):
     query_max_depth: int = 10
     query_max_cost: int = 5000
     query_max_aliases: int = 30
+    # The request pipeline's other bounds (docs/design.md 1a): each is checked before the
+    # more expensive work it protects.
+    request_max_bytes: int = Field(1_000_000, ge=1_000)  # an HTTP body or a WebSocket message
+    query_max_tokens: int = Field(5_000, ge=100)  # the parser stops past this many
+    query_max_fields: int = Field(1_000, ge=1)  # field selections, fragments expanded
+    # pairs of same-named fields the overlapping-fields validation may compare
+    query_max_field_pairs: int = Field(2_000, ge=0)
+    query_max_directives: int = Field(50, ge=0)
+    query_max_variable_depth: int = Field(32, ge=1)  # nesting of variables and extensions
+    query_max_representations: int = Field(500, ge=1)  # of one _entities field
+    query_cache_max_bytes: int = Field(50_000_000, ge=0)  # parsed documents kept in process
+    ws_max_subscriptions_per_socket: int = Field(20, ge=1)  # operations running at once
+    ws_max_subscriptions_per_viewer: int = Field(100, ge=1)  # live ones, in this process
 
     notify_backend: Literal["log", "smtp", "ses"] = "log"
     smtp_url: str | None = None

@@ -12,6 +12,7 @@ from graphql import execute, parse
 
 from gateway.schema import build_schema
 from gateway.schema.execution import GraphQLExecutor, PlainFieldsExecutor, plain_fields
+from gateway.settings import Settings
 
 
 @strawberry.enum
@@ -64,9 +65,7 @@ def run(executor: type | None, query: str = QUERY) -> dict[str, Any]:
 
 
 def fast() -> type:
-    return GraphQLExecutor(
-        SCHEMA, max_depth=10, max_aliases=10, max_cost=1000, introspection=True
-    )._executor_class
+    return GraphQLExecutor.from_settings(SCHEMA, Settings())._executor_class
 
 
 def test_plain_fields_are_the_leaves_without_resolver() -> None:

@@ -7,9 +7,9 @@ short: a warm document skips parsing and validation altogether.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -19,19 +19,15 @@ from graphql import (
     ASTValidationRule,
     DocumentNode,
     ExecutionResult,
-    FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLEnumType,
     GraphQLError,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLScalarType,
     GraphQLSchema,
-    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
-    SelectionSetNode,
     Undefined,
     execute,
     get_operation_ast,
@@ -45,9 +41,12 @@ from graphql.pyutils import Path
 from graphql.pyutils import is_awaitable as graphql_is_awaitable
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
+from gateway.cache.bounded import BoundedLRU
 from gateway.context import Context
 from gateway.errors import GatewayError, QueryTooComplex
-from gateway.schema.cost import query_cost
+from gateway.schema.cost import OperationCost
+from gateway.schema.limits import DocumentLimits
+from gateway.settings import Settings
 
 __all__ = ["GraphQLExecutor", "Prepared"]
 
@@ -55,78 +54,11 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_BYTES = 100_000
 _COSTS_KEPT = 64  # costs remembered per document (one per operation and variables)
+# What a parsed and validated document is reckoned to hold per character of its text:
+# graphql-core's AST measured 112-124 bytes a character (tracemalloc, 0.15 and 15 KB
+# documents; docs/design.md 12), rounded up for the validated Prepared around it.
+AST_BYTES_PER_CHAR = 160
 _SUGGESTION = re.compile(r" Did you mean .*\?$")
-
-
-def _depth(
-    selection_set: SelectionSetNode | None,
-    fragments: dict[str, FragmentDefinitionNode],
-    seen: frozenset[str] = frozenset(),
-) -> int:
-    """Nested selection-set depth; introspection fields are not counted."""
-    if selection_set is None:
-        return 0
-    deepest = 0
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            if selection.name.value.startswith("__"):
-                continue
-            deepest = max(deepest, 1 + _depth(selection.selection_set, fragments, seen))
-        elif isinstance(selection, InlineFragmentNode):
-            deepest = max(deepest, _depth(selection.selection_set, fragments, seen))
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            fragment = fragments.get(name)
-            if fragment is not None and name not in seen:
-                deepest = max(deepest, _depth(fragment.selection_set, fragments, seen | {name}))
-    return deepest
-
-
-def limits_rule(max_depth: int, max_aliases: int) -> type[ASTValidationRule]:
-    """A validation rule refusing documents deeper or with more aliases than allowed."""
-
-    class QueryLimits(ASTValidationRule):
-        def enter_document(self, node: DocumentNode, *_args: Any) -> None:
-            fragments = {
-                d.name.value: d for d in node.definitions if isinstance(d, FragmentDefinitionNode)
-            }
-            for definition in node.definitions:
-                if isinstance(definition, OperationDefinitionNode):
-                    depth = _depth(definition.selection_set, fragments)
-                    if depth > max_depth:
-                        self.report_error(
-                            _too_complex(
-                                f"query depth {depth} exceeds {max_depth}", max_depth, depth
-                            )
-                        )
-            aliases = _count_aliases(node)
-            if aliases > max_aliases:
-                self.report_error(
-                    _too_complex(f"{aliases} aliases exceed {max_aliases}", max_aliases, aliases)
-                )
-
-    return QueryLimits
-
-
-def _count_aliases(node: Any) -> int:
-    count = 0
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, FieldNode) and current.alias is not None:
-            count += 1
-        for key in current.keys:
-            value = getattr(current, key, None)
-            if isinstance(value, tuple | list):
-                stack.extend(v for v in value if hasattr(v, "keys"))
-            elif hasattr(value, "keys") and not isinstance(value, str | dict):
-                stack.append(value)
-    return count
-
-
-def _too_complex(message: str, limit: int, actual: int) -> GraphQLError:
-    error = QueryTooComplex(message, limit=limit, actual=actual)
-    return GraphQLError(message, extensions=error.extensions)
 
 
 # A plain field: one read attribute, then the scalar's or enum's output coercion; and
@@ -284,8 +216,9 @@ class Prepared:
 
     document: DocumentNode | None
     errors: list[dict[str, Any]]
-    # query cost by (operation name, variables as sorted JSON), worked out once each
-    costs: dict[tuple[str | None, bytes], int] = dataclasses.field(
+    # (cost, most representations) by (operation name, digest of the variables), worked
+    # out once each
+    costs: dict[tuple[str | None, bytes], tuple[int, int]] = dataclasses.field(
         default_factory=dict, compare=False
     )
 
@@ -332,51 +265,81 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
 
 
 class GraphQLExecutor:
+    """Parses, bounds, validates and executes documents against one schema.
+
+    The phases of docs/design.md §1a that need the schema: parse (token limit), structural
+    limits (DocumentLimits, linear), validation, cost. A document that passes is kept,
+    keyed by its sha256 digest, in a cache bounded in bytes; a refused one is not kept.
+    """
+
     def __init__(
         self,
         schema: GraphQLSchema,
         *,
-        max_depth: int,
-        max_aliases: int,
+        limits: DocumentLimits,
         max_cost: int,
+        max_tokens: int,
+        max_representations: int,
         introspection: bool,
-        cache_size: int = 1024,
+        cache_bytes: int = 50_000_000,
     ) -> None:
         self.schema = schema
+        self.limits = limits
         self.max_cost = max_cost
-        rules: list[type[ASTValidationRule]] = [
-            *specified_rules,
-            limits_rule(max_depth, max_aliases),
-        ]
+        self.max_tokens = max_tokens
+        self.max_representations = max_representations
+        rules: list[type[ASTValidationRule]] = list(specified_rules)
         if not introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         self.rules = rules
         self.suggestions = introspection
-        self._prepared: OrderedDict[str, Prepared] = OrderedDict()
-        self._cache_size = cache_size
+        self.prepared: BoundedLRU[Prepared] = BoundedLRU(cache_bytes)
         self._executor_class = type(
             "SchemaPlainFieldsExecutor", (PlainFieldsExecutor,), {"plain": plain_fields(schema)}
         )
 
-    def prepare(self, query: str) -> Prepared:
-        """Parse and validate, remembering the outcome per document text."""
-        prepared = self._prepared.get(query)
+    @classmethod
+    def from_settings(cls, schema: GraphQLSchema, settings: Settings) -> GraphQLExecutor:
+        """The executor with the limits of QUERY_MAX_* and QUERY_CACHE_MAX_BYTES."""
+        return cls(
+            schema,
+            limits=DocumentLimits(
+                max_depth=settings.query_max_depth,
+                max_fields=settings.query_max_fields,
+                max_aliases=settings.query_max_aliases,
+                max_pairs=settings.query_max_field_pairs,
+                max_directives=settings.query_max_directives,
+            ),
+            max_cost=settings.query_max_cost,
+            max_tokens=settings.query_max_tokens,
+            max_representations=settings.query_max_representations,
+            introspection=settings.introspection,
+            cache_bytes=settings.query_cache_max_bytes,
+        )
+
+    def prepare(self, digest: str, query: str) -> Prepared:
+        """Parse, bound and validate the document whose sha256 is `digest`, or take the
+        outcome remembered for it."""
+        prepared = self.prepared.get(digest)
         if prepared is not None:
-            self._prepared.move_to_end(query)
             return prepared
         prepared = self._prepare(query)
-        self._prepared[query] = prepared
-        if len(self._prepared) > self._cache_size:
-            self._prepared.popitem(last=False)
+        if not prepared.errors:
+            self.prepared.put(digest, prepared, len(query) * AST_BYTES_PER_CHAR)
         return prepared
 
     def _prepare(self, query: str) -> Prepared:
         if len(query) > MAX_QUERY_BYTES:
-            return Prepared(None, [_error("query is too large", "BAD_USER_INPUT")])
+            return Prepared(
+                None, [_error(f"the query is over {MAX_QUERY_BYTES} bytes", "BAD_USER_INPUT")]
+            )
         try:
-            document = parse(query, max_tokens=20_000)
+            document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError as error:
             return Prepared(None, [_graphql_error(error, "GRAPHQL_PARSE_FAILED")])
+        too_complex = self.limits.check(document)
+        if too_complex:
+            return Prepared(None, [_graphql_error(e, "QUERY_TOO_COMPLEX") for e in too_complex])
         errors = validate(self.schema, document, self.rules, max_errors=20)
         if errors:
             formatted = [_graphql_error(e, "GRAPHQL_VALIDATION_FAILED") for e in errors]
@@ -387,23 +350,39 @@ class GraphQLExecutor:
             return Prepared(None, formatted)
         return Prepared(document, [])
 
-    def _cost(
-        self,
-        prepared: Prepared,
-        operation: OperationDefinitionNode | None,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> int:
+    def cost(
+        self, prepared: Prepared, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> tuple[int, int]:
+        """(cost, most representations of one `_entities`) of the named operation."""
+        operation = prepared.operation(operation_name)
         if operation is None:
-            return 0
-        key = (operation_name, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
-        cost = prepared.costs.get(key)
-        if cost is None:
-            cost = query_cost(self.schema, operation, prepared.fragments, variables)
+            return 0, 0
+        key = (operation_name, _digest(variables))
+        known = prepared.costs.get(key)
+        if known is None:
+            cost = OperationCost(self.schema, prepared.fragments, variables)
+            known = (cost.operation(operation), cost.representations)
             if len(prepared.costs) >= _COSTS_KEPT:
                 prepared.costs.clear()  # variables that vary per request: keep it small
-            prepared.costs[key] = cost
-        return cost
+            prepared.costs[key] = known
+        return known
+
+    def too_complex(
+        self, prepared: Prepared, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> QueryTooComplex | None:
+        """Why the operation may not run (its cost or its representations), or None."""
+        cost, representations = self.cost(prepared, operation_name, variables)
+        if representations > self.max_representations:
+            return QueryTooComplex(
+                f"{representations} representations exceed {self.max_representations}",
+                limit=self.max_representations,
+                actual=representations,
+            )
+        if cost > self.max_cost:
+            return QueryTooComplex(
+                f"query cost {cost} exceeds {self.max_cost}", limit=self.max_cost, actual=cost
+            )
+        return None
 
     async def execute(
         self,
@@ -413,14 +392,8 @@ class GraphQLExecutor:
         operation_name: str | None,
         report_cost: bool = False,
     ) -> dict[str, Any]:
+        """Runs a prepared operation the pipeline admitted (its cost already checked)."""
         assert prepared.document is not None
-        operation = prepared.operation(operation_name)
-        cost = self._cost(prepared, operation, operation_name, variables)
-        if cost > self.max_cost:
-            error = QueryTooComplex(
-                f"query cost {cost} exceeds {self.max_cost}", limit=self.max_cost, actual=cost
-            )
-            return {"errors": [{"message": error.message, "extensions": error.extensions}]}
         result = execute(
             self.schema,
             prepared.document,
@@ -440,6 +413,7 @@ class GraphQLExecutor:
         if context.stale:
             extensions["stale"] = context.stale
         if report_cost:
+            cost, _ = self.cost(prepared, operation_name, variables)
             extensions["cost"] = {"actual": cost, "limit": self.max_cost}
         if extensions:
             response["extensions"] = extensions
@@ -449,6 +423,12 @@ class GraphQLExecutor:
 def operation_type(prepared: Prepared, operation_name: str | None) -> OperationType | None:
     operation = prepared.operation(operation_name)
     return operation.operation if operation else None
+
+
+def _digest(variables: dict[str, Any] | None) -> bytes:
+    """Variables as a short key (sorted JSON, hashed: a large variable is not kept twice)."""
+    dumped = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(dumped, digest_size=16).digest()
 
 
 def _error(message: str, code: str) -> dict[str, Any]:

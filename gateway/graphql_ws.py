@@ -1,10 +1,17 @@
 """GraphQL over WebSocket at /graphql: the `graphql-transport-ws` protocol.
 
 The token comes in the `connection_init` payload as `{"Authorization": "Bearer <token>"}`;
-a connection without a valid one is closed with 4403. Subscriptions run graphql-core's
-`subscribe` on the same schema, validation rules and cost limit as HTTP; queries and
-mutations sent over the socket answer one `next` and `complete`. The connection closes
-(4403) when the token expires.
+a connection without a valid one is closed with 4403. Every operation goes through the same
+pipeline as HTTP (gateway/pipeline.py: bounds, persisted documents, incoming limits,
+limits, validation, cost); a refused one answers an `error` message with the same errors
+HTTP would send. Subscriptions run graphql-core's `subscribe`; queries and mutations
+answer one `next` and `complete`. The connection closes (4403) when the token expires.
+
+Bounds of its own: a message over REQUEST_MAX_BYTES closes the socket (1009, as uvicorn
+does for frames over its ws_max_size); operations running at once per socket, and live
+subscriptions per viewer in this process, are capped (RATE_LIMITED for the operation
+past the cap). The handshake counts against the client IP's incoming limit, as a failed
+connection_init does.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from typing import Any
 
 import orjson
 from graphql import ExecutionResult, OperationType, subscribe
+from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway.auth import Authenticator, Viewer
+from gateway.auth import ANONYMOUS, Viewer
 from gateway.context import Context, Services
-from gateway.errors import GatewayError, QueryTooComplex
-from gateway.schema.cost import query_cost
-from gateway.schema.execution import GraphQLExecutor, Prepared, format_error, operation_type
+from gateway.errors import RequestRefused
+from gateway.pipeline import OperationPipeline, Ready
+from gateway.schema.execution import Prepared, format_error
 
 __all__ = ["PROTOCOL", "GraphQLWebSocket"]
 
@@ -44,28 +52,65 @@ class GraphQLWebSocket:
     def __init__(
         self,
         services: Services,
-        executor: GraphQLExecutor,
-        auth: Authenticator,
+        pipeline: OperationPipeline,
+        *,
+        max_message_bytes: int,
+        max_operations_per_socket: int,
+        max_subscriptions_per_viewer: int,
         init_timeout: float = 10.0,
     ) -> None:
         self.services = services
-        self.executor = executor
-        self.auth = auth
+        self.pipeline = pipeline
+        self.executor = pipeline.executor
+        self.max_message_bytes = max_message_bytes
+        self.max_operations = max_operations_per_socket
+        self.max_viewer_subscriptions = max_subscriptions_per_viewer
         self.init_timeout = init_timeout
+        # live subscriptions per viewer (scope or subject) in this process
+        self.live: dict[str, int] = {}
+
+    def release(self, viewer_key: str) -> None:
+        """One live subscription of the viewer has ended."""
+        remaining = self.live.get(viewer_key, 1) - 1
+        if remaining > 0:
+            self.live[viewer_key] = remaining
+        else:
+            self.live.pop(viewer_key, None)
 
     async def handle(self, websocket: WebSocket) -> None:
+        client = websocket.scope.get("client")
+        client_ip = client[0] if client else "unknown"
+        pipeline = self.pipeline
+        try:
+            # the handshake is a request of the client's IP, like any HTTP one
+            await pipeline.admit(pipeline.windows(ANONYMOUS, None, client_ip))
+        except RequestRefused as refused:
+            if "websocket.http.response" in websocket.scope.get("extensions", {}):
+                # answered like HTTP: 429 with Retry-After, before the protocol starts
+                headers = {"retry-after": str(int(refused.retry_after or 1))}
+                denial = Response(
+                    orjson.dumps({"errors": refused.errors}),
+                    status_code=refused.status,
+                    media_type="application/json",
+                    headers=headers,
+                )
+                await websocket.send_denial_response(denial)
+            else:
+                await websocket.close(1013, "Try again later: rate limit exceeded")
+            return
         if PROTOCOL not in websocket.scope.get("subprotocols", []):
             await websocket.accept()
             await websocket.close(4406, "Subprotocol not acceptable")
             return
         await websocket.accept(subprotocol=PROTOCOL)
-        await _Session(self, websocket).run()
+        await _Session(self, websocket, client_ip).run()
 
 
 class _Session:
-    def __init__(self, endpoint: GraphQLWebSocket, websocket: WebSocket) -> None:
+    def __init__(self, endpoint: GraphQLWebSocket, websocket: WebSocket, client_ip: str) -> None:
         self.endpoint = endpoint
         self.websocket = websocket
+        self.client_ip = client_ip
         self.viewer: Viewer | None = None
         self.init_received = False
         self.operations: dict[str, asyncio.Task[None]] = {}
@@ -83,6 +128,9 @@ class _Session:
                     break
                 except KeyError:  # a binary frame
                     await self.close(4400, "Binary frames are not part of the protocol")
+                    break
+                if len(text) > self.endpoint.max_message_bytes:
+                    await self.close(1009, "Message too big")
                     break
                 try:
                     await self.on_message(text)
@@ -157,10 +205,10 @@ class _Session:
         headers = {str(k).lower(): v for k, v in (payload or {}).items()}
         authorization = headers.get("authorization")
         try:
-            viewer = await self.endpoint.auth.viewer(
-                authorization if isinstance(authorization, str) else None, None
+            viewer = await self.endpoint.pipeline.authenticate(
+                authorization if isinstance(authorization, str) else None, None, self.client_ip
             )
-        except GatewayError:
+        except RequestRefused:
             viewer = None
         if viewer is None or not viewer.authenticated:
             await self.close(4403, "Forbidden")
@@ -180,7 +228,8 @@ class _Session:
             not isinstance(operation_id, str)
             or not operation_id
             or not isinstance(payload, dict)
-            or not isinstance(payload.get("query"), str)
+            # a persisted document may come without its text
+            or not isinstance(payload.get("query") or "", str)
             or not isinstance(payload.get("variables") or {}, dict)
             or not isinstance(payload.get("operationName") or "", str)
         ):
@@ -190,21 +239,18 @@ class _Session:
             await self.close(4409, f"Subscriber for {operation_id} already exists")
             raise _Closed
         request_id = secrets.token_hex(8)
-        variables = payload.get("variables") or None
-        operation_name = payload.get("operationName") or None
-        executor = self.endpoint.executor
-        prepared = executor.prepare(payload["query"])
-        kind = operation_type(prepared, operation_name) if not prepared.errors else None
-        errors = prepared.errors or self._refusal(prepared, kind, operation_name, variables)
-        if errors:
-            await self.send({"type": "error", "id": operation_id, "payload": errors})
+        try:
+            ready, variables, operation_name = await self._admit(operation_id, payload)
+        except RequestRefused as refused:
+            await self.send({"type": "error", "id": operation_id, "payload": refused.errors})
             return
         context = Context(self.endpoint.services, self.viewer, request_id, self.websocket)
-        if kind is OperationType.SUBSCRIPTION:
+        prepared = ready.prepared
+        if ready.kind is OperationType.SUBSCRIPTION:
             assert prepared.document is not None
             # runs the field's resolver now: the listener exists before the next message
             result: Any = subscribe(
-                executor.schema,
+                self.endpoint.executor.schema,
                 prepared.document,
                 context_value=context,
                 variable_values=variables,
@@ -219,33 +265,48 @@ class _Session:
                 await self.send({"type": "complete", "id": operation_id})
                 return
             task = asyncio.create_task(self._stream(operation_id, result, request_id))
+            # counted from now until the task is done, however it ends (even cancelled
+            # before it ever ran)
+            key = self._viewer_key()
+            live = self.endpoint.live
+            live[key] = live.get(key, 0) + 1
+            task.add_done_callback(lambda _task: self.endpoint.release(key))
         else:
             task = asyncio.create_task(
                 self._single(operation_id, prepared, context, variables, operation_name)
             )
         self.operations[operation_id] = task
 
-    def _refusal(
-        self,
-        prepared: Prepared,
-        kind: OperationType | None,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> list[dict[str, Any]]:
-        if kind is None:
-            return [_error("operationName does not name an operation of the document")]
-        operation = prepared.operation(operation_name)
-        executor = self.endpoint.executor
-        if operation is not None:
-            cost = query_cost(executor.schema, operation, prepared.fragments, variables)
-            if cost > executor.max_cost:
-                error = QueryTooComplex(
-                    f"query cost {cost} exceeds {executor.max_cost}",
-                    limit=executor.max_cost,
-                    actual=cost,
+    async def _admit(
+        self, operation_id: str, payload: dict[str, Any]
+    ) -> tuple[Ready, dict[str, Any] | None, str | None]:
+        """The pipeline's phases for one subscribe message, then this transport's caps."""
+        assert self.viewer is not None
+        endpoint = self.endpoint
+        pipeline = endpoint.pipeline
+        operation = pipeline.operation(payload)
+        document = pipeline.document(operation)
+        await pipeline.admit(pipeline.windows(self.viewer, None, self.client_ip))
+        ready = await pipeline.prepare(document, operation)
+        if len(self.operations) >= endpoint.max_operations:
+            raise RequestRefused(
+                429,
+                f"at most {endpoint.max_operations} operations may run at once on a connection",
+                "RATE_LIMITED",
+            )
+        if ready.kind is OperationType.SUBSCRIPTION:
+            key = self._viewer_key()
+            if endpoint.live.get(key, 0) >= endpoint.max_viewer_subscriptions:
+                raise RequestRefused(
+                    429,
+                    f"at most {endpoint.max_viewer_subscriptions} live subscriptions per viewer",
+                    "RATE_LIMITED",
                 )
-                return [{"message": error.message, "extensions": error.extensions}]
-        return []
+        return ready, operation.variables, operation.operation_name
+
+    def _viewer_key(self) -> str:
+        assert self.viewer is not None
+        return self.viewer.scope if self.viewer.customer_id else f"sub:{self.viewer.subject}"
 
     async def _stream(
         self, operation_id: str, stream: AsyncIterator[ExecutionResult], request_id: str
