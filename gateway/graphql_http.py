@@ -118,6 +118,7 @@ class GraphQLEndpoint:
         documents: PersistedDocuments,
         limits: IncomingLimits | None,
         cors: Cors,
+        graphiql: bool = True,
     ) -> None:
         self.services = services
         self.executor = executor
@@ -126,7 +127,7 @@ class GraphQLEndpoint:
         self.documents = documents
         self.limits = limits
         self.cors = cors
-        self._graphiql = GRAPHIQL_HTML.read_bytes()
+        self._graphiql = GRAPHIQL_HTML.read_bytes() if graphiql else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -184,6 +185,7 @@ class GraphQLEndpoint:
             and b"query=" not in request.query_string
             and b"extensions=" not in request.query_string
             and b"text/html" in request.headers.get(b"accept", b"")
+            and self._graphiql is not None
         ):
             return 200, list(_HTML), self._graphiql
         try:
