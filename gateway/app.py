@@ -133,6 +133,7 @@ class Gateway:
             responses,
             Cors(settings.cors_origins),
             max_body_bytes=settings.request_max_bytes,
+            graphiql=settings.graphiql,
         )
         self.events = EventRuntime(settings, self.services.backend, self.services.sources.crm)
         self.services.live = self.events.live
@@ -334,8 +335,11 @@ def create_app(settings: Settings | None = None, *, settle_heap: bool = False) -
         Route("/files/{token}", gateway.upload, methods=["POST"]),
         Route("/webhooks/{provider}", gateway.webhooks.handle, methods=["POST"]),
         WebSocketRoute("/graphql", gateway.subscriptions.handle),
-        Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
     ]
+    if settings.graphiql:  # the static files are GraphiQL's assets
+        routes.append(
+            Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+        )
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
     return GatewayApp(app, gateway)

@@ -161,6 +161,13 @@ class Authenticator:
     def _decode(
         token: str, key: Any, algorithms: list[str], issuer: str | None, audience: str | None
     ) -> dict[str, Any]:
+        # A configured issuer or audience is required and must match: the identity provider
+        # signs the tokens of every application it serves with the same keys.
+        required = ["exp", "sub"]
+        if issuer is not None:
+            required.append("iss")
+        if audience is not None:
+            required.append("aud")
         try:
             return jwt.decode(
                 token,
@@ -168,7 +175,7 @@ class Authenticator:
                 algorithms=algorithms,
                 issuer=issuer,
                 audience=audience,
-                options={"require": ["exp", "sub"], "verify_aud": audience is not None},
+                options={"require": required, "verify_aud": audience is not None},
                 leeway=30,
             )
         except jwt.ExpiredSignatureError:

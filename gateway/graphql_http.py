@@ -107,6 +107,7 @@ class GraphQLEndpoint:
         cors: Cors,
         *,
         max_body_bytes: int,
+        graphiql: bool = True,
     ) -> None:
         self.services = services
         self.pipeline = pipeline
@@ -114,7 +115,7 @@ class GraphQLEndpoint:
         self.responses = responses
         self.cors = cors
         self.max_body_bytes = max_body_bytes
-        self._graphiql = GRAPHIQL_HTML.read_bytes()
+        self._graphiql = GRAPHIQL_HTML.read_bytes() if graphiql else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -172,6 +173,7 @@ class GraphQLEndpoint:
             and b"query=" not in request.query_string
             and b"extensions=" not in request.query_string
             and b"text/html" in request.headers.get(b"accept", b"")
+            and self._graphiql is not None
         ):
             return 200, list(_HTML), self._graphiql
         try:

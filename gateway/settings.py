@@ -213,6 +213,7 @@ class Settings(BaseSettings):
     persisted_queries_manifest: Path | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     gateway_introspection: bool | None = None
+    gateway_graphiql: bool | None = None
     otel_exporter_otlp_endpoint: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # seconds in-flight requests get to finish after SIGTERM before they are cut off
@@ -270,7 +271,21 @@ class Settings(BaseSettings):
                 "use AUTH_JWKS_URL"
             )
         if self.auth_jwks_url is None and not self.service_api_keys:
-            problems.append("no authentication configured: set AUTH_JWKS_URL (and AUTH_ISSUER)")
+            problems.append(
+                "no authentication configured: set AUTH_JWKS_URL with AUTH_ISSUER and AUTH_AUDIENCE"
+            )
+        if self.auth_jwks_url is not None:
+            # the provider signs every application's tokens with the same keys
+            if not self.auth_audience:
+                problems.append(
+                    "AUTH_AUDIENCE is unset: a token the identity provider issued for any "
+                    "other application would be accepted; set it to this gateway's audience"
+                )
+            if not self.auth_issuer:
+                problems.append(
+                    "AUTH_ISSUER is unset: a token's issuer would not be checked; "
+                    "set it to the identity provider's issuer URL"
+                )
         for kind in ("crm", "billing", "helpdesk", "files"):
             if getattr(self, f"{kind}_source") == "sandbox":
                 problems.append(
@@ -305,6 +320,13 @@ class Settings(BaseSettings):
     def introspection(self) -> bool:
         if self.gateway_introspection is not None:
             return self.gateway_introspection
+        return not self.production
+
+    @property
+    def graphiql(self) -> bool:
+        """Whether a browser's GET /graphql gets GraphiQL (and /static/graphiql/ is served)."""
+        if self.gateway_graphiql is not None:
+            return self.gateway_graphiql
         return not self.production
 
     def rate_limit(self, provider: str) -> RateLimit:

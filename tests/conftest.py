@@ -81,6 +81,46 @@ def make_settings(tmp_path: Path, dev_secret: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
+def make_production_settings() -> Callable[..., Settings]:
+    """Settings that GATEWAY_ENV=production accepts, on a free port; keyword arguments
+    override fields. The real providers' adapters point at a port nobody listens on: what a
+    test asks must not need them. Introspection is off; tokens are checked against
+    AUTH_JWKS_URL (no JWKS there unless a test overrides it); `test-service-key` is a key."""
+
+    def make(**overrides: Any) -> Settings:
+        nowhere = f"http://127.0.0.1:{free_port()}"
+        values: dict[str, Any] = {
+            "gateway_env": "production",
+            "port": free_port(),
+            "gateway_introspection": False,
+            "auth_jwks_url": f"{nowhere}/jwks.json",
+            "auth_issuer": "https://issuer.test",
+            "auth_audience": "portal",
+            "service_api_keys": ["test-service-key"],
+            "crm_source": "hubspot",
+            "hubspot_api_base": nowhere,
+            "hubspot_access_token": "pat-test",
+            "hubspot_client_secret": "hubspot-test-secret",
+            "billing_source": "stripe",
+            "stripe_api_base": nowhere,
+            "stripe_api_key": "sk_test_nowhere",
+            "stripe_webhook_secret": "whsec_test",
+            "helpdesk_source": "zendesk",
+            "zendesk_base_url": nowhere,
+            "zendesk_email": "portal@example.com",
+            "zendesk_api_token": "zendesk-test-token",
+            "zendesk_webhook_secret": "zendesk-test-secret",
+            "files_source": "s3",
+            "s3_bucket": "portal-files",
+            "s3_endpoint_url": nowhere,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
 def capture_logs() -> Iterator[Callable[..., io.StringIO]]:
     """capture_logs(level, settings): the JSON log handler of configure_logging writing into
     a buffer, which is answered; the root logger is put back afterwards."""

@@ -215,6 +215,8 @@ REJECTED: dict[str, Callable[[Keys], str]] = {
     "expired": _expired,
     "wrong-audience": lambda k: signed(k.rsa, "RS256", RSA_KID, aud="another-app"),
     "wrong-issuer": lambda k: signed(k.rsa, "RS256", RSA_KID, iss="https://evil.test"),
+    "no-audience": lambda k: signed(k.rsa, "RS256", RSA_KID, aud=None),
+    "no-issuer": lambda k: signed(k.rsa, "RS256", RSA_KID, iss=None),
     "alg-none": _alg_none,
     "foreign-key-same-kid": lambda k: signed(k.foreign, "RS256", RSA_KID),
     "unknown-kid": lambda k: signed(k.foreign, "RS256", "attacker-key"),
@@ -247,6 +249,49 @@ def test_rejected_tokens_answer_401_and_the_server_keeps_serving(
         outcomes[name] = (first, again, still_serving)
     rejected = ((401, "UNAUTHENTICATED"), (401, "UNAUTHENTICATED"), True)
     assert outcomes == dict.fromkeys(REJECTED, rejected)
+
+
+# -- production: only tokens issued by its issuer for this gateway ------------------------------
+
+TYPENAME = "{ __typename }"  # needs no provider: what is judged is the token
+
+
+@pytest.fixture
+def production_gateway(
+    provider: IdentityProvider, make_production_settings: Callable[..., Settings]
+) -> Iterator[GatewayServer]:
+    """A production gateway trusting `provider`: no dev tokens, introspection off."""
+    settings = make_production_settings(
+        auth_jwks_url=provider.jwks_url, auth_issuer=ISSUER, auth_audience=AUDIENCE
+    )
+    with running_gateway(settings) as running:
+        yield running
+
+
+def test_production_accepts_only_tokens_for_this_gateway_from_its_issuer(
+    production_gateway: GatewayServer, keys: Keys
+) -> None:
+    accepted = production_gateway.query(TYPENAME, token=ada(keys))
+    assert accepted.json() == {"data": {"__typename": "Query"}}
+    es256 = production_gateway.query(TYPENAME, token=signed(keys.ec, "ES256", EC_KID))
+    assert es256.json() == {"data": {"__typename": "Query"}}
+    # signed with the provider's own key, but issued for another application or by another
+    # issuer, or saying for whom or by whom not at all
+    for changes in (
+        {"aud": "another-app"},
+        {"aud": ["another-app", "a-third-app"]},
+        {"iss": "https://evil.test"},
+        {"aud": None},
+        {"iss": None},
+    ):
+        token = signed(keys.rsa, "RS256", RSA_KID, **changes)
+        assert_rejected(production_gateway.query(TYPENAME, token=token))
+    dev_token = mint_dev_token("test-dev-secret-" + "x" * 24, "1001")
+    assert_rejected(production_gateway.query(TYPENAME, token=dev_token))
+    # an accepted customer is still no service: the schema's SDL is not theirs to read
+    sdl = production_gateway.query("{ _service { sdl } }", token=ada(keys)).json()
+    assert sdl["data"] is None
+    assert sdl["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
 # -- the JWKS: fetched on demand, refetched for an unknown key id, not too often ----------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,7 +17,10 @@ import msgspec
 import pytest
 
 from gateway.auth import mint_dev_token
-from tests.conftest import GatewayServer
+from gateway.schema import print_sdl
+from gateway.settings import Settings
+from tests.conftest import GatewayServer, running_gateway
+from tests.events.clients import GraphQLSocket
 
 A = "1001"
 B = "1002"
@@ -427,3 +431,87 @@ def test_email_linked_customer_reaches_its_own_invoice_and_ticket(
         body = gateway_server.query(BY_ID[field], {"id": own[field]}, token=token_a).json()
         assert "errors" not in body, body
         assert body["data"][field][OWNER_FIELD[field]] == {"id": A}
+
+
+# -- `_service { sdl }`: the whole schema, for services only where introspection is off -------
+
+SERVICE_SDL = "{ _service { sdl } }"
+
+
+def sdl_outcome(response: httpx.Response) -> str:
+    """The string sdl when the answer is the schema's SDL, else the code `_service` answered."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    if "errors" not in body:
+        assert body["data"]["_service"]["sdl"] + "\n" == print_sdl()
+        return "sdl"
+    assert body["data"] is None
+    assert "type Query" not in response.text
+    (code,) = codes(body).values()
+    return code
+
+
+def sdl_outcomes(server: GatewayServer, *, tokens: bool = True) -> dict[str, str]:
+    """Each caller's outcome of SERVICE_SDL; without tokens, only anonymous and a service."""
+    callers: dict[str, dict[str, Any]] = {
+        "anonymous": {},
+        "service": {"headers": {"X-API-Key": SERVICE_KEY}},
+    }
+    if tokens:
+        callers["customer"] = {"token": server.token(A)}
+        callers["staff"] = {"token": server.token(None, ["staff"])}
+        # the customer's token wins over the key a router would add
+        callers["customer via router"] = {
+            "token": server.token(A),
+            "headers": {"X-API-Key": SERVICE_KEY},
+        }
+    return {who: sdl_outcome(server.query(SERVICE_SDL, **kw)) for who, kw in callers.items()}
+
+
+def test_service_sdl_answers_everyone_in_development(gateway_server: GatewayServer) -> None:
+    outcomes = sdl_outcomes(gateway_server)
+    assert outcomes == dict.fromkeys(outcomes, "sdl")
+
+
+def test_service_sdl_answers_only_services_in_production(
+    make_production_settings: Callable[..., Settings],
+) -> None:
+    with running_gateway(make_production_settings()) as server:
+        assert sdl_outcomes(server, tokens=False) == {
+            "anonymous": "UNAUTHENTICATED",
+            "service": "sdl",
+        }
+    # introspection turned on on purpose shows the schema anyway: so does `_service`
+    with running_gateway(make_production_settings(gateway_introspection=True)) as server:
+        assert sdl_outcomes(server, tokens=False) == {"anonymous": "sdl", "service": "sdl"}
+
+
+def test_service_sdl_answers_only_services_where_introspection_is_off(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with running_gateway(make_settings(gateway_introspection=False)) as server:
+        assert sdl_outcomes(server) == {
+            "anonymous": "UNAUTHENTICATED",
+            "service": "sdl",
+            "customer": "FORBIDDEN",
+            "staff": "FORBIDDEN",
+            "customer via router": "FORBIDDEN",
+        }
+
+
+async def test_service_sdl_over_the_socket_follows_the_same_rule(
+    make_settings: Callable[..., Settings],
+) -> None:
+    subscribe = {"type": "subscribe", "id": "sdl", "payload": {"query": SERVICE_SDL}}
+    for introspection, answered in ((False, "FORBIDDEN"), (True, "sdl")):
+        settings = make_settings(gateway_introspection=introspection)
+        with running_gateway(settings) as server:
+            async with GraphQLSocket.open(server.url, server.token(A)) as socket:
+                await socket.send(subscribe)
+                payload = await socket.next_payload("sdl")
+                assert await socket.receive() == {"type": "complete", "id": "sdl"}
+        if answered == "sdl":
+            assert payload["data"]["_service"]["sdl"] + "\n" == print_sdl()
+        else:
+            assert payload["data"] is None
+            assert codes(payload) == {("_service",): answered}

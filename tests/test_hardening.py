@@ -16,6 +16,7 @@ from gateway.settings import Settings
 from tests.conftest import GatewayServer, running_gateway
 
 ME = "{ me { name } }"
+SERVICE_KEY = "test-service-key"
 
 
 def sha(text: str) -> str:
@@ -188,4 +189,8 @@ def test_introspection_and_suggestions_off_when_disabled(
     assert "introspection" in introspection.json()["errors"][0]["message"].lower()
     typo = post(server, {"query": "{ me { nam } }"}).json()["errors"][0]["message"]
     assert "Did you mean" not in typo
-    assert post(server, {"query": "{ _service { sdl } }"}).status_code == 200
+    # a federation router still composes: `_service { sdl }` answers its service key
+    router = server.http.post(
+        "/graphql", json={"query": "{ _service { sdl } }"}, headers={"X-API-Key": SERVICE_KEY}
+    )
+    assert router.json()["data"]["_service"]["sdl"].startswith("schema @link")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -26,21 +28,64 @@ def test_production_refuses_dev_auth_sandbox_and_default_introspection() -> None
     assert "GATEWAY_INTROSPECTION is unset" in message
 
 
+# what production accepts, apart from the identity provider's claims
+REAL_PROVIDERS: dict[str, Any] = {
+    "gateway_env": "production",
+    "auth_jwks_url": "https://id.example.com/jwks.json",
+    "crm_source": "hubspot",
+    "billing_source": "stripe",
+    "helpdesk_source": "zendesk",
+    "files_source": "s3",
+    "gateway_introspection": False,
+    "stripe_webhook_secret": "whsec_x",
+    "hubspot_client_secret": "h",
+    "zendesk_webhook_secret": "z",
+}
+CLAIMS = {"auth_issuer": "https://id.example.com/", "auth_audience": "portal-gateway"}
+
+
 def test_production_with_real_configuration_starts() -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        gateway_env="production",
-        auth_jwks_url="https://id.example.com/jwks.json",
-        crm_source="hubspot",
-        billing_source="stripe",
-        helpdesk_source="zendesk",
-        files_source="s3",
-        gateway_introspection=False,
-        stripe_webhook_secret="whsec_x",
-        hubspot_client_secret="h",
-        zendesk_webhook_secret="z",
-    )
+    settings = Settings(_env_file=None, **REAL_PROVIDERS, **CLAIMS)  # type: ignore[call-arg]
     assert settings.introspection is False
+    assert settings.graphiql is False
+
+
+# OIDC without both claims checked would accept tokens the identity provider issued to
+# other applications
+OIDC_REFUSALS = {
+    "neither": ({}, ["AUTH_AUDIENCE is unset", "AUTH_ISSUER is unset"]),
+    "no audience": ({"auth_issuer": CLAIMS["auth_issuer"]}, ["AUTH_AUDIENCE is unset"]),
+    "no issuer": ({"auth_audience": CLAIMS["auth_audience"]}, ["AUTH_ISSUER is unset"]),
+    "empty audience": ({**CLAIMS, "auth_audience": ""}, ["AUTH_AUDIENCE is unset"]),
+}
+
+
+@pytest.mark.parametrize("case", list(OIDC_REFUSALS))
+def test_production_refuses_oidc_without_audience_and_issuer(case: str) -> None:
+    claims, expected = OIDC_REFUSALS[case]
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, **REAL_PROVIDERS, **claims)  # type: ignore[call-arg]
+    refusals = [
+        line.strip().removeprefix("- ")
+        for line in str(raised.value).splitlines()
+        if line.strip().startswith("- ")
+    ]
+    # one line each, and nothing else refused
+    assert [line.split(":")[0] for line in refusals] == expected
+    if "AUTH_AUDIENCE is unset" in expected:
+        assert any("other application would be accepted" in line for line in refusals)
+
+
+def test_graphiql_is_on_in_development_and_off_in_production_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    production = {**REAL_PROVIDERS, **CLAIMS}
+    assert Settings(_env_file=None).graphiql is True  # type: ignore[call-arg]
+    assert Settings(_env_file=None, **production).graphiql is False  # type: ignore[call-arg]
+    monkeypatch.setenv("GATEWAY_GRAPHIQL", "true")
+    assert Settings(_env_file=None, **production).graphiql is True  # type: ignore[call-arg]
+    monkeypatch.setenv("GATEWAY_GRAPHIQL", "false")
+    assert Settings(_env_file=None).graphiql is False  # type: ignore[call-arg]
 
 
 def test_production_names_a_missing_webhook_secret() -> None:

@@ -1,28 +1,72 @@
-"""The federation Schema, with `_entities` checking each representation before using it."""
+"""The federation Schema: `_entities` checks each representation before using it, and
+`_service { sdl }` is for services only where introspection is off."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry.federation.schema import FederationAny
+from strawberry.tools import create_type
+from strawberry.types.base import get_object_definition
+from strawberry.types.field import StrawberryField
 from strawberry.types.info import Info
 
-from gateway.errors import BadUserInput
+from gateway.context import Context
+from gateway.errors import BadUserInput, Forbidden, Unauthenticated
 
-__all__ = ["FederationSchema"]
+__all__ = ["FederationSchema", "Service"]
+
+
+@strawberry.type(name="_Service")
+class Service:
+    """What Apollo Federation asks a subgraph for: its SDL, federation directives included."""
+
+    sdl: str
 
 
 class FederationSchema(strawberry.federation.Schema):
-    """strawberry's federation Schema; a malformed representation fails only its own item.
+    """strawberry's federation Schema; a malformed representation fails only its own item,
+    and the SDL is shown only to whom introspection would show the schema.
 
     strawberry's `_entities` resolver uses each representation as given: one that is not an
     object, lacks `__typename`, names a type that is no entity, or carries keys the type's
     `resolve_reference` does not take raises out of the whole field (an unexpected error,
     INTERNAL_SERVER_ERROR) and leaves the references it already started unawaited. Here
     such an item is null with BAD_USER_INPUT, and the well-formed ones resolve.
+
+    strawberry's `_service` answers anyone, which would undo GATEWAY_INTROSPECTION=false.
+    strawberry keeps a query type's own `_service` field, so the query type is given one
+    that resolves through `service_resolver`.
     """
+
+    def __init__(self, query: type | None = None, **options: Any) -> None:
+        service = cast(
+            "StrawberryField", strawberry.field(name="_service", resolver=self.service_resolver)
+        )
+        root = create_type("Query", [service])
+        if query is not None:
+            # as strawberry adds its own root fields: a subclass that keeps the type's
+            # description, directives and extend flag
+            definition = get_object_definition(query, strict=True)
+            root = strawberry.type(
+                type("Query", (root, query), {}),
+                description=definition.description,
+                directives=definition.directives,
+                extend=definition.extend,
+            )
+        super().__init__(query=root, **options)
+
+    def service_resolver(self, info: Info[Context, Any]) -> Service:
+        """The SDL; where introspection is off, only to services (a valid X-API-Key):
+        federation routers compose with it, and nobody else needs the whole schema."""
+        context = info.context
+        if not context.settings.introspection and not context.viewer.service:
+            if not context.viewer.authenticated:
+                raise Unauthenticated("_service needs a service API key (X-API-Key)")
+            raise Forbidden("_service is for services: it needs a service API key (X-API-Key)")
+        return Service(sdl=self.as_str())
 
     def entities_resolver(
         self, info: Info, representations: list[FederationAny]
