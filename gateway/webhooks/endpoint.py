@@ -97,6 +97,12 @@ class WebhookEndpoint:
         except BadPayload as error:
             log.info("webhook refused", extra={"provider": provider.name, "reason": str(error)})
             return "bad_request", answer(400, str(error))
+        except Exception:
+            # A reader let through what it should have refused. Parsing reads the body
+            # alone, so a retry would fail the same way: no 500, which asks for retries;
+            # logged in full, as the reader is what needs fixing.
+            log.exception("webhook payload not understood", extra={"provider": provider.name})
+            return "bad_request", answer(400, "the payload is not understood")
         try:
             handled, _duplicates = await self.intake.take(events)
         except Exception:

@@ -10,15 +10,9 @@ from __future__ import annotations
 import re
 
 from gateway.domain import CustomerUpdated, DomainEvent
-from gateway.webhooks.provider import (
-    BadPayload,
-    Incoming,
-    InvalidSignature,
-    json_body,
-    parse_time,
-    require_str,
-)
-from gateway.webhooks.signatures import check_any, check_window, hmac_base64
+from gateway.webhooks.payload import epoch_time, json_body, require_str
+from gateway.webhooks.provider import BadPayload, Incoming, InvalidSignature
+from gateway.webhooks.signatures import check_any, check_window, hmac_base64, signed_unix_time
 
 __all__ = ["HubSpotWebhook", "signed_uri"]
 
@@ -60,8 +54,9 @@ class HubSpotWebhook:
     def verify(self, incoming: Incoming) -> None:
         signature = incoming.headers.get("x-hubspot-signature-v3", "")
         timestamp = incoming.headers.get("x-hubspot-request-timestamp", "")
-        if not signature or not timestamp.isdigit():
+        if not signature or not timestamp:
             raise InvalidSignature("missing X-HubSpot-Signature-v3 or its timestamp")
+        signed_at = signed_unix_time(timestamp, millis=True)
         message = (
             incoming.method.upper().encode()
             + signed_uri(incoming.url).encode()
@@ -69,7 +64,7 @@ class HubSpotWebhook:
             + timestamp.encode()
         )
         check_any([signature], hmac_base64(self._secret, message))
-        check_window(int(timestamp) / 1000, incoming.now, self.tolerance)
+        check_window(signed_at, incoming.now, self.tolerance)
 
     def _concerns_customer(self, event: dict[str, object]) -> bool:
         kind = str(event.get("subscriptionType") or "")
@@ -92,7 +87,7 @@ class HubSpotWebhook:
                 CustomerUpdated(
                     event_id=f"hubspot:{require_str(event, 'eventId')}",
                     customer_id=require_str(event, "objectId"),
-                    occurred_at=parse_time(event.get("occurredAt"), millis=True),
+                    occurred_at=epoch_time(event.get("occurredAt"), "occurredAt", millis=True),
                 )
             )
         return events

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import orjson
+from typing import Protocol
 
 from gateway.domain import DomainEvent
 
@@ -17,10 +14,6 @@ __all__ = [
     "InvalidSignature",
     "TimedWebhook",
     "WebhookProvider",
-    "json_body",
-    "json_event",
-    "parse_time",
-    "require_str",
 ]
 
 
@@ -29,7 +22,8 @@ class InvalidSignature(Exception):
 
 
 class BadPayload(Exception):
-    """Signed, but not a payload we understand (malformed JSON, missing fields): 400."""
+    """Signed, but not a payload we understand (malformed JSON, missing fields, values of
+    the wrong type or out of range): 400, as a retry would fail the same way."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,42 +58,3 @@ class TimedWebhook:
     def __init__(self, secret: str, tolerance: float = 300) -> None:
         self._secret = secret
         self.tolerance = tolerance
-
-
-def json_body(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadPayload("the body is not valid JSON") from None
-
-
-def json_event(body: bytes, what: str) -> tuple[dict[str, Any], str]:
-    """A delivery of one JSON object with a `type`: the object and its type; BadPayload
-    naming `what` ("a Stripe event") when the body is no JSON object."""
-    payload = json_body(body)
-    if not isinstance(payload, dict):
-        raise BadPayload(f"{what} is a JSON object")
-    return payload, require_str(payload, "type")
-
-
-def require_str(payload: Mapping[str, Any], key: str) -> str:
-    """payload[key] as a non-empty string (numbers accepted: ids are often numeric)."""
-    value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        raise BadPayload(f"'{key}' is missing or not a string")
-    return str(value)
-
-
-def parse_time(value: Any, *, millis: bool = False) -> datetime:
-    """A provider timestamp (unix seconds, unix milliseconds or ISO 8601) as aware UTC."""
-    if isinstance(value, bool):
-        raise BadPayload("a timestamp is not a boolean")
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000 if millis else value, UTC)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise BadPayload(f"{value!r} is not an ISO 8601 time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    raise BadPayload("a timestamp is missing")

@@ -11,13 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.domain import DomainEvent, InvoiceUpdated
-from gateway.webhooks.provider import (
-    BadPayload,
-    Incoming,
-    json_body,
-    parse_time,
-    require_str,
-)
+from gateway.webhooks.payload import iso_time, json_body, optional_str, require_str
+from gateway.webhooks.provider import BadPayload, Incoming
 from gateway.webhooks.signatures import check_body_signature
 
 __all__ = ["QuickBooksWebhook"]
@@ -48,7 +43,7 @@ class QuickBooksWebhook:
             raise BadPayload("a QuickBooks delivery is a JSON object or array")
         events: list[DomainEvent] = []
         for notification in _objects(payload.get("eventNotifications"), "eventNotifications"):
-            realm = str(notification.get("realmId") or "")
+            realm = optional_str(notification, "realmId") or ""
             change = notification.get("dataChangeEvent")
             entities = change.get("entities") if isinstance(change, dict) else None
             for entity in _objects(entities, "dataChangeEvent.entities"):
@@ -56,12 +51,12 @@ class QuickBooksWebhook:
                     continue
                 invoice_id = require_str(entity, "id")
                 when = require_str(entity, "lastUpdated")
-                operation = str(entity.get("operation") or "")
+                operation = optional_str(entity, "operation") or ""
                 events.append(
                     InvoiceUpdated(
                         event_id=f"quickbooks:{realm}:{invoice_id}:{operation}:{when}",
                         customer_id=None,
-                        occurred_at=parse_time(when),
+                        occurred_at=iso_time(when, "lastUpdated"),
                         invoice_id=invoice_id,
                     )
                 )
@@ -76,7 +71,7 @@ class QuickBooksWebhook:
                 InvoiceUpdated(
                     event_id=f"quickbooks:{require_str(event, 'id')}",
                     customer_id=None,
-                    occurred_at=parse_time(event.get("time")),
+                    occurred_at=iso_time(event.get("time"), "time"),
                     invoice_id=require_str(event, "intuitentityid"),
                 )
             )

@@ -9,7 +9,17 @@ from collections.abc import Sequence
 
 from gateway.webhooks.provider import Incoming, InvalidSignature
 
-__all__ = ["check_any", "check_body_signature", "check_window", "hmac_base64", "hmac_hex"]
+__all__ = [
+    "check_any",
+    "check_body_signature",
+    "check_window",
+    "hmac_base64",
+    "hmac_hex",
+    "signed_unix_time",
+]
+
+# unix time in milliseconds until the year 2286; anything longer is no time a provider sent
+_MAX_DIGITS = 13
 
 
 def hmac_hex(secret: str, message: bytes) -> str:
@@ -36,6 +46,15 @@ def check_body_signature(incoming: Incoming, header: str, secret: str) -> None:
     if not signature:
         raise InvalidSignature(f"missing {header}")
     check_any([signature], hmac_base64(secret, incoming.body))
+
+
+def signed_unix_time(text: str, *, millis: bool = False) -> float:
+    """A signed timestamp header of unix seconds (milliseconds with `millis`) as seconds;
+    InvalidSignature unless it is at most 13 ASCII digits (str.isdigit alone passes "²",
+    which int() refuses, and numbers too long for int() or for a float)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS:
+        raise InvalidSignature("missing or malformed signature timestamp")
+    return int(text) / 1000 if millis else int(text)
 
 
 def check_window(timestamp: float, now: float, tolerance: float) -> None:

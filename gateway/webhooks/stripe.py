@@ -10,27 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.domain import DomainEvent, Invoice, InvoicePaid, InvoiceStatus, InvoiceUpdated
-from gateway.webhooks.provider import (
-    BadPayload,
-    Incoming,
-    InvalidSignature,
-    TimedWebhook,
+from gateway.webhooks.payload import (
+    epoch_time,
     json_event,
-    parse_time,
+    optional_str,
+    require_int,
     require_str,
 )
-from gateway.webhooks.signatures import check_any, check_window, hmac_hex
+from gateway.webhooks.provider import BadPayload, Incoming, InvalidSignature, TimedWebhook
+from gateway.webhooks.signatures import check_any, check_window, hmac_hex, signed_unix_time
 
 __all__ = ["StripeWebhook", "invoice_from_stripe"]
 
 _STATUSES = {status.value.lower(): status for status in InvoiceStatus}
-
-
-def _int(payload: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = payload.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadPayload(f"invoice '{key}' is not an integer")
-    return value
 
 
 def invoice_from_stripe(obj: Any) -> Invoice:
@@ -44,26 +36,30 @@ def invoice_from_stripe(obj: Any) -> Invoice:
         raise BadPayload("the invoice has no customer")
     status = _STATUSES.get(str(obj.get("status") or "").lower())
     if status is None:
-        raise BadPayload(f"unknown invoice status {obj.get('status')!r}")
+        raise BadPayload(f"unknown invoice status {obj.get('status')!r:.40}")
     transitions = obj.get("status_transitions") or {}
-    paid_at = transitions.get("paid_at") if isinstance(transitions, dict) else None
+    if not isinstance(transitions, dict):
+        raise BadPayload("'status_transitions' is not an object")
+    paid_at = transitions.get("paid_at")
     due_date = obj.get("due_date")
-    amount_due = obj.get("amount_remaining", obj.get("amount_due"))
     return Invoice(
         id=require_str(obj, "id"),
         status=status,
-        currency=str(obj.get("currency") or "").lower(),
-        total=_int(obj, "total"),
-        amount_due=_int({"amount_remaining": amount_due}, "amount_remaining"),
-        amount_paid=_int(obj, "amount_paid", 0),
-        created_at=parse_time(obj.get("created")),
+        currency=(optional_str(obj, "currency") or "").lower(),
+        total=require_int(obj, "total"),
+        # what is still owed; amount_due from before Stripe had amount_remaining
+        amount_due=require_int(
+            obj, "amount_remaining" if "amount_remaining" in obj else "amount_due"
+        ),
+        amount_paid=require_int(obj, "amount_paid") if "amount_paid" in obj else 0,
+        created_at=epoch_time(obj.get("created"), "invoice.created"),
         billing_customer_id=customer,
         source="stripe",
-        number=obj.get("number") if isinstance(obj.get("number"), str) else None,
-        due_date=parse_time(due_date) if due_date else None,
-        paid_at=parse_time(paid_at) if paid_at else None,
-        hosted_url=obj.get("hosted_invoice_url") or None,
-        pdf_url=obj.get("invoice_pdf") or None,
+        number=optional_str(obj, "number"),
+        due_date=None if due_date is None else epoch_time(due_date, "invoice.due_date"),
+        paid_at=None if paid_at is None else epoch_time(paid_at, "invoice.paid_at"),
+        hosted_url=optional_str(obj, "hosted_invoice_url"),
+        pdf_url=optional_str(obj, "invoice_pdf"),
     )
 
 
@@ -82,10 +78,11 @@ class StripeWebhook(TimedWebhook):
                 timestamp = value
             elif key == "v1":
                 signatures.append(value)
-        if not timestamp.isdigit() or not signatures:
+        if not signatures:
             raise InvalidSignature("missing or malformed Stripe-Signature")
+        signed_at = signed_unix_time(timestamp)
         check_any(signatures, hmac_hex(self._secret, timestamp.encode() + b"." + incoming.body))
-        check_window(int(timestamp), incoming.now, self.tolerance)
+        check_window(signed_at, incoming.now, self.tolerance)
 
     def parse(self, body: bytes) -> list[DomainEvent]:
         payload, event_type = json_event(body, "a Stripe event")
@@ -98,7 +95,7 @@ class StripeWebhook(TimedWebhook):
             kind(
                 event_id=f"stripe:{require_str(payload, 'id')}",
                 customer_id=None,
-                occurred_at=parse_time(payload.get("created")),
+                occurred_at=epoch_time(payload.get("created"), "created"),
                 invoice=invoice,
                 billing_customer_id=invoice.billing_customer_id,
                 invoice_id=invoice.id,

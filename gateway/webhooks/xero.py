@@ -9,13 +9,8 @@ InvoiceUpdated with `invoice_id`, completed from the billing source on intake.
 from __future__ import annotations
 
 from gateway.domain import DomainEvent, InvoiceUpdated
-from gateway.webhooks.provider import (
-    BadPayload,
-    Incoming,
-    json_body,
-    parse_time,
-    require_str,
-)
+from gateway.webhooks.payload import iso_time, json_body, optional_str, require_str
+from gateway.webhooks.provider import BadPayload, Incoming
 from gateway.webhooks.signatures import check_body_signature
 
 __all__ = ["XeroWebhook"]
@@ -44,13 +39,13 @@ class XeroWebhook:
                 continue
             resource = require_str(event, "resourceId")
             when = require_str(event, "eventDateUtc")
-            tenant = str(event.get("tenantId") or "")
-            kind = str(event.get("eventType") or "")
+            tenant = optional_str(event, "tenantId") or ""
+            kind = optional_str(event, "eventType") or ""
             events.append(
                 InvoiceUpdated(
                     event_id=f"xero:{tenant}:{resource}:{kind}:{when}",
                     customer_id=None,
-                    occurred_at=parse_time(when),
+                    occurred_at=iso_time(when, "eventDateUtc"),
                     invoice_id=resource,
                 )
             )

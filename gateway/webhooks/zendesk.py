@@ -11,15 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.domain import DomainEvent, Ticket, TicketStatus, TicketUpdated
-from gateway.webhooks.provider import (
-    BadPayload,
-    Incoming,
-    InvalidSignature,
-    TimedWebhook,
-    json_event,
-    parse_time,
-    require_str,
-)
+from gateway.webhooks.payload import iso_time, json_event, optional_str, require_str
+from gateway.webhooks.provider import BadPayload, Incoming, InvalidSignature, TimedWebhook
 from gateway.webhooks.signatures import check_any, check_window, hmac_base64
 
 __all__ = ["ZendeskWebhook", "ticket_from_zendesk"]
@@ -34,19 +27,18 @@ def ticket_from_zendesk(detail: Any) -> Ticket:
         raise BadPayload("the event has no ticket detail")
     status = _STATUSES.get(str(detail.get("status") or "").upper())
     if status is None:
-        raise BadPayload(f"unknown ticket status {detail.get('status')!r}")
-    priority = detail.get("priority")
+        raise BadPayload(f"unknown ticket status {detail.get('status')!r:.40}")
+    priority = optional_str(detail, "priority")
     updated = detail.get("updated_at")
-    description = detail.get("description")
     return Ticket(
         id=require_str(detail, "id"),
-        subject=str(detail.get("subject") or ""),
+        subject=optional_str(detail, "subject") or "",
         status=status,
-        created_at=parse_time(detail.get("created_at")),
+        created_at=iso_time(detail.get("created_at"), "detail.created_at"),
         requester_id=require_str(detail, "requester_id"),
-        description=description if isinstance(description, str) else None,
-        priority=priority.lower() if isinstance(priority, str) else None,
-        updated_at=parse_time(updated) if updated else None,
+        description=optional_str(detail, "description"),
+        priority=priority.lower() if priority else None,
+        updated_at=None if updated is None else iso_time(updated, "detail.updated_at"),
     )
 
 
@@ -77,7 +69,7 @@ class ZendeskWebhook(TimedWebhook):
             raise InvalidSignature("missing X-Zendesk-Webhook-Signature or its timestamp")
         check_any([signature], hmac_base64(self._secret, timestamp.encode() + incoming.body))
         try:
-            signed_at = parse_time(timestamp).timestamp()
+            signed_at = iso_time(timestamp, "timestamp").timestamp()
         except BadPayload:
             raise InvalidSignature("malformed signature timestamp") from None
         check_window(signed_at, incoming.now, self.tolerance)
@@ -91,7 +83,7 @@ class ZendeskWebhook(TimedWebhook):
             TicketUpdated(
                 event_id=f"zendesk:{require_str(payload, 'id')}",
                 customer_id=None,
-                occurred_at=parse_time(payload.get("time")),
+                occurred_at=iso_time(payload.get("time"), "time"),
                 ticket=ticket,
                 requester_id=ticket.requester_id,
                 ticket_id=ticket.id,

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ def _hmac(secret: str, message: bytes) -> bytes:
 
 
 def stripe_headers(
-    body: bytes, *, secret: str = STRIPE_SECRET, at: int | None = None, extra_v1: int = 0
+    body: bytes, *, secret: str = STRIPE_SECRET, at: int | str | None = None, extra_v1: int = 0
 ) -> dict[str, str]:
     t = int(time.time()) if at is None else at
     signature = _hmac(secret, f"{t}.".encode() + body).hex()
@@ -83,7 +84,12 @@ def stripe_event(
 
 
 def hubspot_headers(
-    method: str, url: str, body: bytes, *, secret: str = HUBSPOT_SECRET, at_ms: int | None = None
+    method: str,
+    url: str,
+    body: bytes,
+    *,
+    secret: str = HUBSPOT_SECRET,
+    at_ms: int | str | None = None,
 ) -> dict[str, str]:
     timestamp = str(int(time.time() * 1000) if at_ms is None else at_ms)
     message = method.encode() + url.encode() + body + timestamp.encode()
@@ -232,4 +238,36 @@ def quickbooks_events(*invoice_ids: str, operation: str = "Update") -> bytes:
                 }
             ]
         }
+    ).encode()
+
+
+def signed_headers(provider: str, body: bytes, url: str) -> dict[str, str]:
+    """The headers `provider` sends with `body` to `url` (only HubSpot signs the URL)."""
+    sign: dict[str, Callable[[bytes], dict[str, str]]] = {
+        "stripe": stripe_headers,
+        "hubspot": lambda b: hubspot_headers("POST", url, b),
+        "zendesk": zendesk_headers,
+        "xero": xero_headers,
+        "quickbooks": quickbooks_headers,
+    }
+    return sign[provider](body)
+
+
+def quickbooks_cloud_events(*invoice_ids: str) -> bytes:
+    """The CloudEvents shape of QuickBooks webhooks: one `qbo.invoice.updated.v1` each."""
+    return json.dumps(
+        [
+            {
+                "specversion": "1.0",
+                "id": f"ce-{i}",
+                "source": "intuit.dsnBgbseACLLRZNxo2dfc4e",
+                "type": "qbo.invoice.updated.v1",
+                "datacontenttype": "application/json",
+                "time": "2026-11-28T04:00:00Z",
+                "intuitentityid": i,
+                "intuitaccountid": "1185883450",
+                "data": {},
+            }
+            for i in invoice_ids
+        ]
     ).encode()

@@ -5,12 +5,16 @@ does not."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
+from gateway.domain import DomainEvent
 from gateway.events.live import LiveSubscription
+from gateway.webhooks.stripe import StripeWebhook
 from tests.conftest import GatewayServer
 from tests.events.clients import INVOICE_UPDATED, TICKET_UPDATED, GraphQLSocket, wait_for
 from tests.webhooks import signing
@@ -269,3 +273,36 @@ def test_an_upload_publishes_file_uploaded(hooks: GatewayServer) -> None:
     assert type(event).__name__ == "FileUploaded"
     assert (event.customer_id, event.file.name, event.file.size) == ("1001", "receipt.txt", 5)
     hooks.server.call(subscription.aclose())
+
+
+class _BuggyStripe(StripeWebhook):
+    """A reader that lets something through it should have refused: no real delivery
+    reaches this path, so it is put in place of the real one."""
+
+    def parse(self, body: bytes) -> list[DomainEvent]:
+        raise OverflowError("timestamp out of range for platform time_t")
+
+
+def test_a_reader_that_fails_on_a_signed_body_answers_400_and_logs_the_bug(
+    hooks: GatewayServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(
+        hooks.gateway.webhooks.providers, "stripe", _BuggyStripe(signing.STRIPE_SECRET)
+    )
+    bad_requests, errors = (
+        webhooks_total("stripe", "bad_request"),
+        webhooks_total("stripe", "error"),
+    )
+    with caplog.at_level(logging.INFO, logger="gateway.webhooks"):
+        response = stripe_post(hooks, signing.stripe_event("evt_buggy"))
+    # parsing reads the body alone: a retry would fail the same way, so no 500
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "the payload is not understood"},
+    )
+    assert webhooks_total("stripe", "bad_request") == bad_requests + 1
+    assert webhooks_total("stripe", "error") == errors
+    [logged] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged.getMessage() == "webhook payload not understood"
+    assert logged.exc_info is not None
+    assert logged.exc_info[0] is OverflowError

@@ -241,3 +241,23 @@ def test_quickbooks_signature_and_both_payload_shapes() -> None:
     assert (event.event_id, event.invoice_id) == ("quickbooks:88cd52", "146")  # type: ignore[attr-defined]
     with pytest.raises(BadPayload):
         QUICKBOOKS.parse(b'{"eventNotifications": "nope"}')
+
+
+# -- signed timestamps that int() cannot read ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("webhook", "headers"),
+    [
+        (STRIPE, lambda b: signing.stripe_headers(b, at="²")),  # str.isdigit says yes
+        (STRIPE, lambda b: signing.stripe_headers(b, at="9" * 5000)),  # over int()'s 4300 digits
+        (HUBSPOT, lambda b: signing.hubspot_headers("POST", URL, b, at_ms="9" * 400)),  # no float
+    ],
+    ids=["stripe-superscript", "stripe-5000-digits", "hubspot-400-digits"],
+)
+def test_a_signed_timestamp_that_is_no_number_is_an_invalid_signature(
+    webhook: StripeWebhook | HubSpotWebhook, headers: object
+) -> None:
+    body = signing.stripe_event()  # signed; what it holds does not matter here
+    with pytest.raises(InvalidSignature):
+        webhook.verify(incoming(body, headers(body)))  # type: ignore[operator]
