@@ -493,7 +493,10 @@ def _parse(
 def _time(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
-    return datetime.fromtimestamp(value, UTC)
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):  # a time no calendar has: garbage
+        raise UnreadableAnswer(f"{value} is not a unix time") from None
 
 
 def _int(data: Mapping[str, Any], key: str) -> int:

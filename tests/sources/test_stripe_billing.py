@@ -457,3 +457,26 @@ def test_the_sdks_log_lines_are_formatted_only_when_someone_listens(
         assert "API response body" in caplog.text
     finally:
         logging.getLogger("stripe").setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize("field", ["created", "due_date", "paid_at"])
+def test_an_invoice_with_a_time_no_calendar_has_is_skipped_not_fatal(
+    stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe, field: str
+) -> None:
+    server = stripe_gateway()
+    billing_id = fake_stripe.add_customer(email="ada@example.com", name="Ada")
+    link_customer(server, ADA, billing_id)
+    readable = fake_stripe.add_invoice(billing_id, created=datetime(2026, 1, 2, tzinfo=UTC))
+    garbage = fake_stripe.add_invoice(billing_id, created=datetime(2026, 1, 3, tzinfo=UTC))
+    if field == "paid_at":
+        fake_stripe.invoices[garbage]["status_transitions"]["paid_at"] = (
+            10**15
+        )  # within 64 bits, past year 9999
+    else:
+        fake_stripe.invoices[garbage][field] = 10**15
+    answer = server.query("{ me { invoices { edges { node { id } } } } }", token=server.token(ADA))
+    assert answer.status_code == 200
+    body = answer.json()
+    assert "errors" not in body
+    ids = [edge["node"]["id"] for edge in body["data"]["me"]["invoices"]["edges"]]
+    assert ids == [readable]
