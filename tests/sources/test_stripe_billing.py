@@ -468,10 +468,10 @@ def test_an_invoice_with_a_time_no_calendar_has_is_skipped_not_fatal(
     link_customer(server, ADA, billing_id)
     readable = fake_stripe.add_invoice(billing_id, created=datetime(2026, 1, 2, tzinfo=UTC))
     garbage = fake_stripe.add_invoice(billing_id, created=datetime(2026, 1, 3, tzinfo=UTC))
+    # within 64 bits (a larger number reaches the adapter as a float, read as no time),
+    # past year 9999
     if field == "paid_at":
-        fake_stripe.invoices[garbage]["status_transitions"]["paid_at"] = (
-            10**15
-        )  # within 64 bits, past year 9999
+        fake_stripe.invoices[garbage]["status_transitions"]["paid_at"] = 10**15
     else:
         fake_stripe.invoices[garbage][field] = 10**15
     answer = server.query("{ me { invoices { edges { node { id } } } } }", token=server.token(ADA))
