@@ -4,27 +4,40 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-e2e lint bench format schema assets lock
+.PHONY: run test test-e2e test-latest lint bench format schema assets upgrade relock
 
-# Installs exactly what requirements.lock pins (every direct and transitive dependency), then
-# the project itself without resolving anything again: a fresh machine gets what the suite
-# was last run with, not whatever was released since.
-$(STAMP): pyproject.toml requirements.lock
+# Installs exactly what requirements-dev.lock pins, every direct and transitive dependency
+# with its hashes, then the project itself without resolving or fetching anything again: a
+# fresh machine gets what the suite last passed with, not whatever was released since.
+# `make upgrade` is the only way versions change (README: "Installs and upgrades").
+COMPILE = $(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q 'pip==26.3'
-	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# after a change to pyproject.toml's dependencies: resolve anew, then run `make test`
-lock:
-	rm -rf $(VENV)-lock
-	$(PYTHON) -m venv $(VENV)-lock
-	$(VENV)-lock/bin/python -m pip install -q 'pip==26.3'
-	$(VENV)-lock/bin/python -m pip install -q -e '.[dev]'
-	{ sed -n '1,2p' requirements.lock; $(VENV)-lock/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
-	mv requirements.lock.new requirements.lock
-	rm -rf $(VENV)-lock
+# resolve both locks anew (the newest releases pyproject.toml allows), then the whole suite
+upgrade: $(STAMP)
+	$(COMPILE) --upgrade --extra dev --output-file requirements-dev.lock pyproject.toml
+	$(COMPILE) --upgrade --output-file requirements.lock pyproject.toml
+	$(MAKE) test
+
+# after editing pyproject.toml's dependencies: the locks follow, every other pin kept
+relock: $(STAMP)
+	$(COMPILE) --extra dev --output-file requirements-dev.lock pyproject.toml
+	$(COMPILE) --output-file requirements.lock pyproject.toml
+
+# the newest releases, unlocked, in a venv of their own: drift seen on purpose (not in CI)
+test-latest: assets
+	rm -rf $(VENV)-latest
+	$(PYTHON) -m venv $(VENV)-latest
+	$(VENV)-latest/bin/python -m pip install -q --upgrade pip
+	$(VENV)-latest/bin/python -m pip install -q -e '.[dev]'
+	$(VENV)-latest/bin/mypy gateway
+	$(VENV)-latest/bin/pytest -q -p no:cacheprovider
 
 assets: $(STAMP)
 	$(BIN)/python scripts/fetch_graphiql.py
