@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import tracing
 from gateway.auth import Authenticator
+from gateway.body_deadline import BodyDeadlines
 from gateway.cache.base import CacheBackend
 from gateway.cache.entity import EntityCache
 from gateway.cache.incoming import IncomingLimits
@@ -30,7 +31,7 @@ from gateway.cache.response import ResponseCache
 from gateway.context import Services
 from gateway.cors import Cors
 from gateway.domain import FileUploaded
-from gateway.errors import BadUserInput
+from gateway.errors import BadUserInput, BodyTimeout, RequestRefused
 from gateway.events.runtime import EventRuntime
 from gateway.graphql_http import GraphQLEndpoint, Receive, Scope, Send
 from gateway.graphql_ws import GraphQLWebSocket
@@ -259,6 +260,8 @@ class Gateway:
                 body = await upload.read(store.max_upload_bytes + 1)
                 content_type = str(form.get("Content-Type") or upload.content_type or "")
         except Exception as error:  # multipart parse errors come in several types
+            if isinstance(error, BodyTimeout):
+                raise  # answered 408 like every late body (gateway.body_deadline), not as malformed
             log.info("rejected upload form", extra={"error": type(error).__name__})
             return _json({"error": "malformed multipart form"}, 400)
         try:
@@ -340,21 +343,33 @@ def create_app(settings: Settings | None = None, *, settle_heap: bool = False) -
         routes.append(
             Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
         )
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={BodyTimeout: _refused})
     app.state.gateway = gateway
     return GatewayApp(app, gateway)
 
 
+async def _refused(_request: Request, error: Exception) -> Response:
+    """A refusal raised in a Starlette route: its status, with the /graphql error body."""
+    assert isinstance(error, RequestRefused)
+    return _error_response(error.status, error.message, error.code)
+
+
 class GatewayApp:
-    """HTTP /graphql goes straight to its raw ASGI endpoint; everything else to Starlette."""
+    """HTTP /graphql goes straight to its raw ASGI endpoint; everything else to Starlette.
+    Every HTTP request's body is read within HTTP_BODY_TIMEOUT (gateway.body_deadline)."""
 
     def __init__(self, app: Starlette, gateway: Gateway) -> None:
         self.app = app
         self.state = app.state
         self._graphql = gateway.graphql
+        self._bodies = BodyDeadlines(gateway.settings.http_body_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/graphql":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        receive, send = self._bodies.request(scope, receive, send)
+        if scope["path"] == "/graphql":
             await self._graphql(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -29,6 +29,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from gateway.auth import mint_dev_token
     from gateway.observability import configure_logging
+    from gateway.server import uvicorn_options
     from gateway.sources.sandbox import DEMO_CUSTOMER_ID
 
     settings = _settings()
@@ -40,26 +41,19 @@ def serve(args: argparse.Namespace) -> int:
         secret = settings.dev_secret()
         assert secret is not None
         token = mint_dev_token(secret, DEMO_CUSTOMER_ID, ttl=7 * 24 * 3600)
+        where = "GraphiQL:  " if settings.graphiql else "GraphQL:   "
         print(
             f"\nportal-gateway (development, sandbox providers)\n"
-            f"  GraphiQL:   http://{host}:{port}/graphql\n"
+            f"  {where} http://{host}:{port}/graphql\n"
             f"  demo token (customer {DEMO_CUSTOMER_ID}, valid 7 days):\n\n"
             f"  Authorization: Bearer {token}\n",
             flush=True,
         )
     configure_logging(settings.log_level, settings)
+    options = uvicorn_options(settings)
+    options.update(host=host, port=port)
     uvicorn.run(
-        "gateway.app:served_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=args.workers,
-        reload=args.reload,
-        log_config=None,
-        access_log=False,  # the gateway logs /graphql itself (gateway.access); see docs
-        proxy_headers=True,
-        # SIGTERM: stop accepting, let in-flight requests finish, then close clients and pools
-        timeout_graceful_shutdown=settings.shutdown_grace,
+        "gateway.app:served_app", factory=True, workers=args.workers, reload=args.reload, **options
     )
     return 0
 

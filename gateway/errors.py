@@ -6,6 +6,7 @@ from typing import Any
 
 __all__ = [
     "BadUserInput",
+    "BodyTimeout",
     "Forbidden",
     "GatewayError",
     "IntegrationUnavailable",
@@ -124,3 +125,11 @@ class RequestRefused(Exception):
             retry_after=getattr(error, "retry_after", None),
             **error.extra,
         )
+
+
+class BodyTimeout(RequestRefused):
+    """The request body did not arrive in time (HTTP_BODY_TIMEOUT): answered 408, and the
+    connection closed, since the rest of the body may still be on its way."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {seconds:g} s")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from gateway.observability import (
     RequestNote,
     labelled,
     log_request,
+    request_id_from,
     request_id_var,
     request_note_var,
 )
@@ -120,7 +120,7 @@ class GraphQLEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request = _Request(scope)
-        request_id = request.header(b"x-request-id") or secrets.token_hex(8)
+        request_id = request_id_from(request.header(b"x-request-id"))
         token = request_id_var.set(request_id)
         note_token = request_note_var.set(request.note)
         span = tracing.start_request(request.method, "/graphql", request.headers)

@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 import time
+from secrets import token_hex
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
@@ -35,12 +36,14 @@ __all__ = [
     "UPSTREAM_SECONDS",
     "WEBHOOKS",
     "JsonFormatter",
+    "RequestIdFilter",
     "RequestNote",
     "configure_logging",
     "count_source_call",
     "count_upstream_call",
     "labelled",
     "log_request",
+    "request_id_from",
     "request_id_var",
     "request_note_var",
 ]
@@ -89,6 +92,17 @@ EVENTS_LAG = Gauge(
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# a caller's id is kept only when it is short and could not break a log line or a header
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The request's id: the caller's X-Request-Id when it is at most 64 characters of
+    letters, digits and `._:-`, else a fresh one. (Log lines still pass it through
+    redaction: a short JWT fits that alphabet.)"""
+    if header is not None and _CALLER_REQUEST_ID.fullmatch(header):
+        return header
+    return token_hex(8)
 
 
 class RequestNote:
@@ -174,8 +188,22 @@ def log_request(note: RequestNote, status: int, seconds: float) -> None:
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+class RequestIdFilter(logging.Filter):
+    """Puts the current request's id on each record as its `request_id` field (unless the
+    line names one itself), ahead of the RedactionFilter, so that the id is redacted like
+    every other field before JsonFormatter writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "request_id" not in record.__dict__:
+            record.request_id = request_id_var.get()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, request_id, extras."""
+    """One JSON object a line: time, level, logger, message, request_id, extras.
+
+    The request id is the record's `request_id` field (see RequestIdFilter), never read
+    from the context here: that would be after redaction."""
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -185,14 +213,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = request_id_var.get()
-        if request_id:
-            payload["request_id"] = request_id
+        fields = record.__dict__
+        if fields.get("request_id"):
+            payload["request_id"] = fields["request_id"]
         trace_ids = tracing.current_trace_ids()
         if trace_ids is not None:
             payload["trace_id"], payload["span_id"] = trace_ids
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
+        for key, value in fields.items():
+            if key not in _RESERVED and not key.startswith("_") and key != "request_id":
                 payload[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -221,6 +249,7 @@ def configure_logging(
                 secrets.append(dev_secret)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())  # first: the id is a field the redaction sees
     handler.addFilter(RedactionFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from pathlib import Path
@@ -219,17 +220,50 @@ class Settings(BaseSettings):
     # seconds in-flight requests get to finish after SIGTERM before they are cut off
     shutdown_grace: int = Field(20, ge=0)
 
+    # What a client may hold of the server (gateway/server.py, gateway/body_deadline.py):
+    # the proxies whose X-Forwarded-For/-Proto are believed (none: the socket peer is the
+    # client); seconds for a request's headers, for its body, for an idle connection
+    # between requests; bytes of a request line plus headers.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    http_header_timeout: float = Field(5.0, gt=0)
+    http_body_timeout: float = Field(10.0, gt=0)
+    http_keepalive_timeout: float = Field(5.0, gt=0)
+    http_max_header_bytes: int = Field(65_536, ge=1024)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
     @field_validator(
-        "sandbox_fail", "files_allowed_types", "cors_origins", "service_api_keys", mode="before"
+        "sandbox_fail",
+        "files_allowed_types",
+        "cors_origins",
+        "service_api_keys",
+        "forwarded_allow_ips",
+        mode="before",
     )
     @classmethod
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        # uvicorn takes an entry that is no address or network, and a "*" in a list, as a
+        # name no TCP peer ever has: a typo would silently trust no proxy at all
+        if "*" in value and len(value) > 1:
+            raise ValueError("* (every peer) stands alone: uvicorn reads it only so")
+        for entry in value:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry)  # an address is a network of one
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address, a CIDR network (host bits zero) or *"
+                ) from None
+        return value
 
     @field_validator(
         "rate_limit_stripe",

@@ -18,6 +18,7 @@ import redis
 from gateway.app import create_app
 from gateway.auth import mint_dev_token
 from gateway.observability import configure_logging
+from gateway.server import uvicorn_options
 from gateway.settings import Settings
 from tests.servers import ServerThread, free_port, redis_server, serve
 
@@ -145,8 +146,9 @@ def capture_logs() -> Iterator[Callable[..., io.StringIO]]:
 
 @contextlib.contextmanager
 def running_gateway(settings: Settings) -> Iterator[GatewayServer]:
-    """The whole gateway with `settings` under uvicorn on their port, until the block ends."""
-    with serve(create_app(settings), port=settings.port) as server:
+    """The whole gateway with `settings` under uvicorn on their port, until the block ends,
+    served with the options `portal-gateway serve` uses (deadlines, proxies, shutdown)."""
+    with serve(create_app(settings), **uvicorn_options(settings)) as server:
         running = GatewayServer(server, settings)
         try:
             yield running

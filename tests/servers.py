@@ -40,16 +40,9 @@ class ServerThread:
     def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                lifespan="on",
-                **config,
-            )
-        )
+        options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", **config}
+        options.update(host="127.0.0.1", port=self.port)
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -80,6 +73,8 @@ class ServerThread:
 
 @contextlib.contextmanager
 def serve(app: Any, port: int | None = None, **config: Any) -> Iterator[ServerThread]:
+    """`app` served until the block ends; `config`: more uvicorn.Config options (a gateway
+    is served with those of gateway.server.uvicorn_options, as `portal-gateway serve` does)."""
     server = ServerThread(app, port, **config).start()
     try:
         yield server

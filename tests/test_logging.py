@@ -222,6 +222,54 @@ def test_cache_hits_are_logged_only_at_debug(
     assert [line["source_calls"] for line in home] == [4, 0, 0]
 
 
+# a JWT short enough to pass as a request id (real ones are longer and refused outright)
+SHORT_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMDAxIn0.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "a" * 60_000,  # echoed and written on every line of the request
+        "a" * 65,
+        f"Bearer {SHORT_JWT}",  # a credential pasted into the wrong header
+        "id with spaces",
+        'quote"and\\backslash',
+    ],
+    ids=["60KB", "65 chars", "bearer", "spaces", "quotes"],
+)
+def test_a_long_or_unsafe_request_id_is_replaced_by_a_fresh_one(
+    gateway_server: GatewayServer, capture_logs: Callable[..., io.StringIO], sent: str
+) -> None:
+    buffer = capture_logs("INFO", gateway_server.settings)
+    response = gateway_server.query("{ __typename }", headers={"X-Request-Id": sent})
+    assert response.status_code == 200
+    fresh = response.headers["x-request-id"]
+    assert fresh != sent
+    assert len(fresh) == 16
+    (line,) = _access(_settled(buffer, 1))
+    assert line["request_id"] == fresh
+    assert sent not in buffer.getvalue()
+
+
+def test_a_short_safe_request_id_is_kept(gateway_server: GatewayServer) -> None:
+    sent = "edge-7f3a.2b:01_" + "x" * 48  # 64 characters of the allowed ones
+    response = gateway_server.query("{ __typename }", headers={"X-Request-Id": sent})
+    assert response.headers["x-request-id"] == sent
+
+
+def test_a_jwt_shaped_request_id_is_redacted_in_log_lines(
+    gateway_server: GatewayServer, capture_logs: Callable[..., io.StringIO]
+) -> None:
+    """Its alphabet is a request id's, so it is kept and echoed to its sender; no log line
+    carries it, the access line included, where the id is added after the message."""
+    buffer = capture_logs("INFO", gateway_server.settings)
+    response = gateway_server.query("{ __typename }", headers={"X-Request-Id": SHORT_JWT})
+    assert response.headers["x-request-id"] == SHORT_JWT
+    (line,) = _access(_settled(buffer, 1))
+    assert line["request_id"] == REDACTED
+    assert "c2lnbmF0dXJl" not in buffer.getvalue()
+
+
 async def test_upstream_calls_are_counted_per_request_attempts_included(
     capture_logs: Callable[..., io.StringIO],
 ) -> None:

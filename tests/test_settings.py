@@ -119,3 +119,29 @@ def test_rate_limit_units() -> None:
     assert RateLimit.parse("100/10s").per == 10
     assert RateLimit.parse("5/500ms").per == 0.5
     assert RateLimit.parse("60/1m").per == 60
+
+
+def test_trusted_proxies_are_addresses_or_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8, 127.0.0.1,fd00::/8")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.forwarded_allow_ips == ["10.0.0.0/8", "127.0.0.1", "fd00::/8"]
+    assert Settings(_env_file=None, forwarded_allow_ips="*").forwarded_allow_ips == ["*"]  # type: ignore[call-arg]
+    # uvicorn would take these as names no peer ever has: a proxy silently not trusted
+    for wrong in ("10.0.0.1/8", "ingress.internal", "10.0.0.0/33"):
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", wrong)
+        with pytest.raises(ValidationError, match=r"forwarded_allow_ips[\s\S]*CIDR"):
+            Settings(_env_file=None)  # type: ignore[call-arg]
+    # uvicorn trusts every peer only for a lone "*"; in a list it would be a name
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*,10.0.0.0/8")
+    with pytest.raises(ValidationError, match="stands alone"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_server_deadlines_default_below_the_shutdown_grace() -> None:
+    """A request still reading its body at SIGTERM is answered before uvicorn's grace ends
+    (it would otherwise be cancelled: a 500)."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.forwarded_allow_ips == []  # the socket peer is the client
+    assert (settings.http_header_timeout, settings.http_keepalive_timeout) == (5, 5)
+    assert settings.http_body_timeout == 10 < settings.shutdown_grace
+    assert settings.http_max_header_bytes == 65_536

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -96,6 +97,47 @@ def test_requests_still_running_after_the_grace_period_are_cut_off(tmp_path: Pat
     assert exited - terminated < 4
     assert not isinstance(request.result, httpx.Response) or request.result.status_code != 200
     assert "Application shutdown complete." in stderr
+
+
+def test_serve_bounds_slow_clients_and_a_half_sent_body_does_not_hold_sigterm(
+    tmp_path: Path,
+) -> None:
+    """`portal-gateway serve` runs with the server options of gateway.server: headers that
+    never complete are cut off, and at SIGTERM a request still waiting for its body is
+    answered 408 at HTTP_BODY_TIMEOUT instead of holding the process for SHUTDOWN_GRACE and
+    ending in a 500 with a traceback."""
+    env = {
+        "AUTH_DEV_SECRET": SECRET,
+        "HTTP_HEADER_TIMEOUT": "0.5",
+        "HTTP_BODY_TIMEOUT": "1",
+        "SHUTDOWN_GRACE": "20",
+    }
+    with gateway_process(tmp_path, env) as gateway:
+        port = int(gateway.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            assert slow.recv(100) == b""  # closed at the header deadline, nothing answered
+
+        half = socket.create_connection(("127.0.0.1", port), timeout=10)
+        half.sendall(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"query": '
+        )
+        time.sleep(0.2)  # the request is in the app, waiting for the rest of its body
+        gateway.process.send_signal(signal.SIGTERM)
+        terminated = time.monotonic()
+        gateway.process.wait(15)
+        exited = time.monotonic()
+        answer = half.recv(65536)
+        half.close()
+        stderr = gateway.stderr
+
+    assert exited - terminated < 5
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+    assert b"connection: close" in answer.lower()
+    assert "Traceback" not in stderr
+    levels = {json.loads(line)["level"] for line in stderr.splitlines() if line.startswith("{")}
+    assert "error" not in levels
 
 
 class _ClosingBilling:
