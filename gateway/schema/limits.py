@@ -73,8 +73,11 @@ class DocumentLimits:
                     shapes.directives += len(variable.directives or ())
             elif isinstance(definition, FragmentDefinitionNode):
                 shapes.directives += len(definition.directives or ())
-                # an unused fragment is refused by validation, but measured before it
-                shape = shapes.measured.get(definition.name.value) or Shape()
+                # An unused fragment is refused by validation, but walked before it: its
+                # size is bounded like an operation's. Not its depth, which counts only
+                # where it is spread (inside introspection, say, it does not count).
+                measured = shapes.measured.get(definition.name.value) or Shape()
+                shape = Shape(fields=measured.fields, aliases=measured.aliases)
             else:
                 continue
             worst.depth = max(worst.depth, shape.depth)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from graphql import parse
+from graphql import get_introspection_query, parse
 
 from gateway.persisted import sha256
 from gateway.schema import build_schema
@@ -115,3 +115,19 @@ def test_the_executor_keeps_valid_documents_only_within_its_byte_budget() -> Non
         assert executor.prepared.bytes <= 2_000_000
     # each was reckoned at its text's length times AST_BYTES_PER_CHAR
     assert len(executor.prepared) == 2_000_000 // ((len(query)) * AST_BYTES_PER_CHAR)
+
+
+@pytest.mark.parametrize("options", [{}, {"descriptions": True, "input_value_deprecation": True}])
+def test_graphiqls_introspection_query_is_within_every_limit(options: dict[str, bool]) -> None:
+    # TypeRef nests `ofType` nine deep: depth counts only outside introspection fields
+    assert refusals(get_introspection_query(**options)) == []
+
+
+def test_a_fragment_defined_before_its_operation_counts_its_depth_there() -> None:
+    fragment = (
+        "fragment D on Customer "
+        "{ invoices { edges { node { customer { invoices { edges { node { id } } } } } } } }"
+    )  # 8 deep
+    assert refusals(f"{fragment} {{ me {{ ...D }} }}") == []  # 9
+    deeper = "{ me { invoices { edges { node { customer { ...D } } } } } }"  # 5 + 8
+    assert refusals(f"{fragment} {deeper}") == ["query depth 13 exceeds 10"]
