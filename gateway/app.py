@@ -39,6 +39,7 @@ from gateway.persisted import PersistedDocuments, load_manifest
 from gateway.pipeline import OperationPipeline
 from gateway.schema import build_schema
 from gateway.schema.execution import GraphQLExecutor
+from gateway.schema.internals import graphql_schema
 from gateway.settings import Settings
 from gateway.sources.local_files import LocalFileStore, SignedTokenError
 from gateway.sources.registry import build_sources
@@ -96,7 +97,7 @@ class Gateway:
         self.settings = settings
         self.services = build_services(settings)
         self.schema = build_schema()
-        self.executor = GraphQLExecutor.from_settings(self.schema._schema, settings)
+        self.executor = GraphQLExecutor.from_settings(graphql_schema(self.schema), settings)
         self.auth = Authenticator(settings)
         responses = (
             ResponseCache(

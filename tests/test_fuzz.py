@@ -20,6 +20,7 @@ from hypothesis_graphql import Mode, mutations, nodes, queries
 
 from gateway.auth import mint_dev_token
 from gateway.schema import build_schema
+from gateway.schema.internals import graphql_schema
 from gateway.settings import Settings
 from tests.conftest import GatewayServer, running_gateway
 
@@ -77,7 +78,7 @@ def server(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
 
 
 def _documents() -> st.SearchStrategy[str]:
-    schema = build_schema()._schema
+    schema = graphql_schema(build_schema())
     return st.one_of(
         queries(schema, custom_scalars=CUSTOM_SCALARS),
         queries(schema, custom_scalars=CUSTOM_SCALARS),

@@ -28,16 +28,12 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
-    Undefined,
     execute,
     get_operation_ast,
     parse,
     specified_rules,
     validate,
 )
-from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
-from graphql.execution.incremental.incremental_executor import IncrementalExecutor
-from graphql.pyutils import Path
 from graphql.pyutils import is_awaitable as graphql_is_awaitable
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
@@ -45,6 +41,7 @@ from gateway.cache.bounded import BoundedLRU
 from gateway.context import Context
 from gateway.errors import GatewayError, QueryTooComplex
 from gateway.schema.cost import OperationCost
+from gateway.schema.internals import Plain, PlainFieldsExecutor, enum_members, plain_attribute
 from gateway.schema.limits import DocumentLimits
 from gateway.settings import Settings
 
@@ -61,32 +58,26 @@ AST_BYTES_PER_CHAR = 160
 _SUGGESTION = re.compile(r" Did you mean .*\?$")
 
 
-# A plain field: one read attribute, then the scalar's or enum's output coercion; and
-# whether null is a value it may have.
-_Plain = tuple[str, Any, bool]
-
-
-def plain_fields(schema: GraphQLSchema) -> dict[GraphQLObjectType, dict[str, _Plain]]:
+def plain_fields(schema: GraphQLSchema) -> dict[GraphQLObjectType, dict[str, Plain]]:
     """Per object type, the fields that are a plain attribute of their source: strawberry
-    fields without resolver, arguments or extensions (strawberry marks their resolver
-    `_is_default`) whose type is a scalar or an enum. Each maps to (attribute, coercion)."""
-    table: dict[GraphQLObjectType, dict[str, _Plain]] = {}
+    fields without resolver, arguments or extensions whose type is a scalar or an enum.
+    Each maps to (attribute, coercion, nullable)."""
+    table: dict[GraphQLObjectType, dict[str, Plain]] = {}
     for named in schema.type_map.values():
         if not isinstance(named, GraphQLObjectType) or named.name.startswith("__"):
             continue
-        fields: dict[str, _Plain] = {}
+        fields: dict[str, Plain] = {}
         for name, field in named.fields.items():
-            definition = (field.extensions or {}).get("strawberry-definition")
+            attribute = plain_attribute(field)
             leaf = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
             if (
-                definition is None
+                attribute is None
                 or field.args
-                or not getattr(field.resolve, "_is_default", False)
                 or not isinstance(leaf, GraphQLScalarType | GraphQLEnumType)
             ):
                 continue
             nullable = not isinstance(field.type, GraphQLNonNull)
-            fields[name] = (definition.python_name, _output_coercion(leaf), nullable)
+            fields[name] = (attribute, _output_coercion(leaf), nullable)
         if fields:
             table[named] = fields
     return table
@@ -105,7 +96,7 @@ def _output_coercion(leaf: GraphQLScalarType | GraphQLEnumType) -> Any:
     """The leaf's output coercion; for a strawberry enum, its members' names looked up in a
     table made with that coercion (strawberry's own scans the enum's values each time)."""
     coerce = leaf.coerce_output_value
-    members = getattr(leaf, "wrapped_cls", None)
+    members = enum_members(leaf)
     if not isinstance(leaf, GraphQLEnumType) or members is None:
         return coerce
     names = {member: coerce(member) for member in members}
@@ -117,97 +108,6 @@ def _output_coercion(leaf: GraphQLScalarType | GraphQLEnumType) -> Any:
             return coerce(value)
 
     return by_name
-
-
-class PlainFieldsExecutor(IncrementalExecutor):
-    """graphql-core's executor with a short path for plain fields (see `plain_fields`).
-
-    A portal page is mostly such leaves (ids, amounts, statuses, dates): the general path
-    builds a resolve info, looks for arguments, calls strawberry's wrapper, checks for an
-    awaitable and dispatches on the type for each of them. Here the value is read and
-    coerced directly. Anything unusual (null where it may not be, a value the scalar
-    refuses, an exception) goes through the general path, which makes the same error it
-    always made.
-
-    An object whose selected fields are all plain (an invoice or ticket node, pageInfo)
-    is completed in one pass, without the response path, the awaitable check and the
-    call per field that graphql-core's loop spends on each of them.
-    """
-
-    plain: dict[GraphQLObjectType, dict[str, _Plain]] = {}
-
-    def execute_fields(
-        self,
-        parent_type: GraphQLObjectType,
-        source_value: Any,
-        path: Path | None,
-        grouped_field_set: GroupedFieldSet,
-        position_context: Any,
-    ) -> Any:
-        fields = self.plain.get(parent_type)
-        if fields is not None:
-            selected: list[tuple[str, _Plain]] = []
-            for response_name, details in grouped_field_set.items():
-                plain = fields.get(details[0].node.name.value)
-                if plain is None:
-                    break
-                selected.append((response_name, plain))
-            else:
-                results = _complete_plain(source_value, selected)
-                if results is not None:
-                    return results
-        return super().execute_fields(
-            parent_type, source_value, path, grouped_field_set, position_context
-        )
-
-    def execute_field(
-        self,
-        parent_type: GraphQLObjectType,
-        source: Any,
-        field_details_list: FieldDetailsList,
-        path: Path,
-        position_context: Any,
-    ) -> Any:
-        fields = self.plain.get(parent_type)
-        if fields is not None:
-            plain = fields.get(field_details_list[0].node.name.value)
-            if plain is not None:
-                value = _plain_value(source, plain)
-                if value is not _GENERAL:
-                    return value
-        return super().execute_field(
-            parent_type, source, field_details_list, path, position_context
-        )
-
-
-# what _plain_value answers for a value the general path must complete (and report)
-_GENERAL = object()
-
-
-def _plain_value(source: Any, plain: _Plain) -> Any:
-    """The plain field's value as graphql-core would complete it, or _GENERAL: a null where
-    the field may not be null, a value the scalar refuses, or any exception."""
-    attribute, coerce, nullable = plain
-    try:
-        value = getattr(source, attribute)
-        if value is None:
-            return None if nullable else _GENERAL
-        coerced = coerce(value)
-    except Exception:
-        return _GENERAL
-    return _GENERAL if coerced is None or coerced is Undefined else coerced
-
-
-def _complete_plain(source: Any, selected: list[tuple[str, _Plain]]) -> dict[str, Any] | None:
-    """The object's plain fields as graphql-core would complete them, or None when one of
-    them needs the general path."""
-    results: dict[str, Any] = {}
-    for response_name, plain in selected:
-        value = _plain_value(source, plain)
-        if value is _GENERAL:
-            return None
-        results[response_name] = value
-    return results
 
 
 @dataclass(slots=True, frozen=True)

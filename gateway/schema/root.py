@@ -11,6 +11,7 @@ from strawberry.types import Info
 from gateway import domain
 from gateway.context import Context
 from gateway.resolvers import billing, customers, files, tickets
+from gateway.schema.internals import resolve_info
 from gateway.schema.prefetch import selected_arguments
 from gateway.schema.types import BillingPortalSession, Customer, File, Invoice, Ticket
 
@@ -31,7 +32,7 @@ class Query:
             # a customer's files need only its id: fetched beside the CRM call, not after
             # it; the CRM load is asked for first, so its call goes out first
             ctx.loaders.customer.load(customer_id)
-            for arguments in selected_arguments(info._raw_info, "files"):
+            for arguments in selected_arguments(resolve_info(info), "files"):
                 files.prefetch_page(
                     ctx, customer_id, arguments.get("first"), arguments.get("after")
                 )

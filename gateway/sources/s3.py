@@ -9,7 +9,7 @@ key, the exact Content-Type and the size range: S3 itself refuses anything else.
 
 The folder listing, the one call of a portal page, goes through the gateway's own
 `UpstreamClient` (async, with its deadline, retries, circuit breaker and rate limit), signed
-by `sigv4.BucketSigner` with the credentials of the boto3 client. boto3 blocks, so the other
+by `sigv4.BucketSigner` with the credentials of the boto3 session. boto3 blocks, so the other
 calls (HeadObject, DeleteObject, presigned POSTs) run in a worker thread
 (`asyncio.to_thread`), under the same circuit breaker and counted in the same upstream
 metrics, with botocore's standard retry mode configured from the same settings:
@@ -90,8 +90,9 @@ class _Missing(Exception):
     """S3 answered 404 for the object."""
 
 
-def s3_client(settings: Settings) -> S3Client:
-    """A boto3 S3 client for the settings: SigV4, the region, the endpoint, one retry policy."""
+def s3_client(settings: Settings, session: boto3.session.Session | None = None) -> S3Client:
+    """A boto3 S3 client for the settings: SigV4, the region, the endpoint, one retry policy;
+    made by `session` (its credentials), else by a new default session."""
     config = Config(
         signature_version="s3v4",
         region_name=settings.aws_region,
@@ -102,7 +103,7 @@ def s3_client(settings: Settings) -> S3Client:
         read_timeout=settings.upstream_timeout,
         max_pool_connections=POOL_SIZE,
     )
-    client: S3Client = boto3.session.Session().client(
+    client: S3Client = (session or boto3.session.Session()).client(
         "s3",
         region_name=settings.aws_region,
         endpoint_url=settings.s3_endpoint_url,
@@ -117,10 +118,14 @@ class S3FileStore:
     name = SOURCE
 
     def __init__(
-        self, settings: Settings, *, client: S3Client | None = None, redis: Redis | None = None
+        self,
+        settings: Settings,
+        *,
+        session: boto3.session.Session | None = None,
+        redis: Redis | None = None,
     ) -> None:
-        """`client` replaces the one built from the settings (tests); `redis` shares the
-        rate limit of the listing with the other replicas."""
+        """`session` gives the AWS credentials (default: boto3's usual chain); `redis`
+        shares the rate limit of the listing with the other replicas."""
         if not settings.s3_bucket:
             raise ValueError("FILES_SOURCE=s3 needs S3_BUCKET")
         self.bucket = settings.s3_bucket
@@ -132,7 +137,9 @@ class S3FileStore:
         # absolute URLs: the bucket's base comes from boto3 (see _bucket)
         self._upstream = UpstreamClient(SOURCE, base_url="", settings=settings, redis=redis)
         self.breaker = self._upstream.breaker  # one breaker for boto3's calls and the listing
-        self._client = client or s3_client(settings)
+        # the boto3 calls and the gateway's own signatures use this session's credentials
+        self._session = session or boto3.session.Session()
+        self._client = s3_client(settings, self._session)
         self._signer: BucketSigner | None = None
 
     @property
@@ -313,7 +320,7 @@ class S3FileStore:
 
     def _bucket(self) -> BucketSigner:
         if self._signer is None:  # here, not at start: boto3 wants credentials to probe
-            self._signer = BucketSigner.from_client(self._client, self.bucket)
+            self._signer = BucketSigner.from_client(self._client, self.bucket, self._session)
         return self._signer
 
     async def _list(self, query: dict[str, str]) -> tuple[list[_Object], bool]:

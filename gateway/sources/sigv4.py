@@ -11,8 +11,9 @@ Two uses on the portal's hot path:
   section 12 and the closing note of issue 9 have the measurements).
 
 The URL base (endpoint, addressing style, bucket) is taken once from boto3 itself, the
-credentials come from the client's own provider on each call (so temporary credentials
-still rotate), and the algorithms are AWS's "Authenticating Requests: Using Query
+credentials from the boto3 session that made the client (`Session.get_credentials()`, the
+object the client signs with), frozen afresh for each signature as botocore advises, so
+temporary credentials still rotate; the algorithms are AWS's "Authenticating Requests: Using Query
 Parameters" and "Using the Authorization Header" (AWS Signature Version 4).
 tests/sources/test_s3_files.py checks the URLs equal boto3's byte for byte, and that a
 server recomputing the header signature with botocore from what it received agrees.
@@ -25,8 +26,11 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlsplit
+
+if TYPE_CHECKING:
+    from boto3.session import Session
 
 __all__ = ["BucketSigner", "Credentials"]
 
@@ -73,19 +77,23 @@ class BucketSigner:
         self._stamp = ("", "")
 
     @classmethod
-    def from_client(cls, client: Any, bucket: str) -> BucketSigner:
-        """For a boto3 S3 client: its endpoint, addressing style and credential provider."""
+    def from_client(cls, client: Any, bucket: str, session: Session) -> BucketSigner:
+        """For a boto3 S3 client made by `session`: the client's endpoint, addressing style
+        and region, and the session's credentials (the object the client signs with)."""
         probe: str = client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
         )
         base_url = probe.partition("?")[0][: -len(_PROBE_KEY)]
-        # the provider boto3 signs with; refreshable credentials rotate behind it
-        provider = client._request_signer._credentials
+        # botocore resolves them once per session and refreshes refreshable ones behind
+        # this object; get_frozen_credentials() gives one consistent key, secret and token
+        provider = session.get_credentials()
 
         def credentials() -> Credentials:
             if provider is None:
                 raise RuntimeError("no AWS credentials found for S3")
             frozen = provider.get_frozen_credentials()
+            if not frozen.access_key or not frozen.secret_key:
+                raise RuntimeError("no AWS credentials found for S3")
             return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
         return cls(base_url, client.meta.region_name, credentials)

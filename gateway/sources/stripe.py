@@ -15,7 +15,6 @@ page's cursors are the invoice ids (Stripe's `starting_after`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import uuid
@@ -24,13 +23,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import orjson
 import stripe
 from redis.asyncio import Redis
-from stripe import _api_requestor as stripe_requestor
-from stripe import _util as stripe_util
-from stripe._request_options import extract_options_from_dict
-from stripe._util import get_api_mode
 
 from gateway.domain import (
     BillingPortalSession,
@@ -77,35 +71,6 @@ V = TypeVar("V")
 
 # The operation of the SDK call in progress, for the upstream client's metrics and logs.
 _operation: ContextVar[str] = ContextVar("stripe_operation", default="request")
-
-
-def _when_heard(log_line: Callable[..., None], level: int) -> Callable[..., None]:
-    """One of the SDK's request/answer log functions, run only when its line would show.
-
-    The SDK formats every line (logfmt: a regex per field; at debug level the whole answer
-    body) before handing it to the "stripe" logger, listening or not. py-spy on a cold
-    staff-50 page (50 Stripe calls): 15 ms of CPU in the SDK's log_info, formatting and our
-    log handler together (gateway.observability now keeps the "stripe" logger at WARNING).
-    A line still shows when the "stripe" logger is enabled for its level, or with
-    stripe.log / STRIPE_LOG.
-    """
-    logger = logging.getLogger("stripe")
-
-    def log_when_heard(message: str, **params: Any) -> None:
-        console = stripe_util._console_log_level()  # type: ignore[no-untyped-call]
-        if logger.isEnabledFor(level) or console is not None:
-            log_line(message, **params)
-
-    return log_when_heard
-
-
-# the requestor's own names for them: it imported the functions from stripe._util
-for _name, _level in (("log_info", logging.INFO), ("log_debug", logging.DEBUG)):
-    _sdk_log = getattr(stripe_requestor, _name, None)
-    if _sdk_log is not None and not getattr(_sdk_log, "_gateway_quiet", False):
-        _quiet = _when_heard(_sdk_log, _level)
-        _quiet._gateway_quiet = True  # type: ignore[attr-defined]
-        setattr(stripe_requestor, _name, _quiet)
 
 
 class UnreadableAnswer(Exception):
@@ -351,31 +316,15 @@ class StripeBilling:
         return data
 
     async def _raw_get(self, path: str, params: dict[str, Any]) -> tuple[Any]:
-        """What `raw_request_async("get", ...)` answers as `.data` (in a 1-tuple: a JSON
-        null is not "no such object"), parsed by orjson.
+        """What `raw_request_async("get", ...)` answers as `.data`, in a 1-tuple (a JSON
+        null is not "no such object").
 
-        The SDK parses each answer with json.loads(object_pairs_hook=OrderedDict): 0.33 of
-        the 0.63 ms of CPU the SDK spent per ten-invoice page (21 KB; 200 calls against a
-        canned answer), orjson a tenth of that. The request is still the SDK's (encoding,
-        authentication, API version, telemetry) and so is every error: an answer that is
-        not a 2xx of JSON goes back through the SDK, which raises its typed error.
+        The SDK parses the answer (json.loads with OrderedDict pairs, in StripeResponse)
+        and raises its typed error for anything but a 2xx of JSON. Its parse costs more
+        than orjson's, but no public hook of the SDK takes another parser (DESIGN 12).
         """
-        requestor = self._client._requestor
-        options, sent = extract_options_from_dict(dict(params))
-        api_mode = get_api_mode(path)
-        body, status, headers = await requestor.request_raw_async(
-            "get",
-            path,
-            params=sent,
-            options=options,
-            base_address="api",
-            api_mode=api_mode,
-            usage=["raw_request"],
-        )
-        if 200 <= status < 300 and isinstance(body, bytes | str):
-            with contextlib.suppress(orjson.JSONDecodeError):
-                return (orjson.loads(body),)
-        return (requestor._interpret_response(body, status, headers, api_mode).data,)
+        response = await self._client.raw_request_async("get", path, **params)
+        return (response.data,)
 
     # -- errors -------------------------------------------------------------------------
 

@@ -650,14 +650,14 @@ async def test_purged_since_remembers_a_bounded_number_of_purges(entities: Entit
     assert entities.purged_since(mark, ["customer:5000"])
 
 
-# -- the connection pool's short path ------------------------------------------------------
+# -- the connection pool (redis-py's BlockingConnectionPool) ------------------------------
 
 
 async def test_a_pooled_connection_redis_closed_is_replaced_before_use(
     cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
 ) -> None:
-    """The pool's short path still checks an idle connection: one Redis closed meanwhile
-    (a restart, a CLIENT KILL, an idle timeout) is reconnected, and the read is a hit."""
+    """The pool checks an idle connection before use: one Redis closed meanwhile (a
+    restart, a CLIENT KILL, an idle timeout) is reconnected, and the read is a hit."""
     key = f"{cache_prefix}pool"
     await cache.set_many([(key, b"kept", 60)], {})
     pooled = await cache.client.client_id()
@@ -673,8 +673,8 @@ async def test_a_pooled_connection_redis_closed_is_replaced_before_use(
 async def test_callers_waiting_for_a_full_pool_are_all_served(
     redis_url: str, cache_prefix: str
 ) -> None:
-    """Two connections for forty concurrent reads: the waiters are woken by redis-py's
-    release, which the short path leaves to it while anyone waits."""
+    """Two connections for forty concurrent reads: callers wait for a free connection
+    (within the socket timeout) rather than fail, and every one is served."""
     cache = RedisCache(redis_url, max_connections=2, socket_timeout=5)
     try:
         key = f"{cache_prefix}pool-full"
@@ -682,7 +682,7 @@ async def test_callers_waiting_for_a_full_pool_are_all_served(
         reads = [cache.client.get(key) for _ in range(40)]
         assert await asyncio.gather(*reads) == [b"v"] * 40
         assert cache.status == "ok"
-        assert await cache.get_many([key]) == [b"v"]  # and the short path works after it
+        assert await cache.get_many([key]) == [b"v"]  # and the pool works after it
     finally:
         await cache.aclose()
 

@@ -10,13 +10,14 @@ from graphql import get_introspection_query, parse
 from gateway.persisted import sha256
 from gateway.schema import build_schema
 from gateway.schema.execution import AST_BYTES_PER_CHAR, GraphQLExecutor
+from gateway.schema.internals import graphql_schema
 from gateway.schema.limits import DocumentLimits
 from gateway.settings import Settings
 
 LIMITS = DocumentLimits(
     max_depth=10, max_fields=1000, max_aliases=30, max_pairs=2000, max_directives=50
 )
-SCHEMA = build_schema()._schema
+SCHEMA = graphql_schema(build_schema())
 
 
 def refusals(query: str) -> list[str]:

@@ -264,19 +264,19 @@ def test_our_presigned_links_are_byte_for_byte_boto3s(endpoint: str | None, toke
     its URL is the one boto3 would have made: path and virtual-host addressing, temporary
     credentials, keys and dispositions that need every kind of escaping."""
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, files_source="s3", s3_bucket="docs-bucket", s3_endpoint_url=endpoint
+        _env_file=None,
+        files_source="s3",
+        s3_bucket="docs-bucket",
+        s3_endpoint_url=endpoint,
+        aws_region="eu-west-1",
     )
-    client = boto3.session.Session(
+    session = boto3.session.Session(
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="wJalr/XUtnFEMI+K7MDENG",
         aws_session_token=token,
-    ).client(
-        "s3",
-        region_name="eu-west-1",
-        endpoint_url=endpoint,
-        config=s3_client(settings).meta.config,
     )
-    store = S3FileStore(settings, client=client)
+    client = s3_client(settings, session)  # what boto3 itself signs, for comparison
+    store = S3FileStore(settings, session=session)
     instant = datetime(2026, 11, 28, 10, 0, 0, tzinfo=UTC)
     for customer, name in [
         ("1001", "a b.pdf"),
@@ -307,6 +307,61 @@ def test_our_presigned_links_are_byte_for_byte_boto3s(endpoint: str | None, toke
             assert store._signer is not None
             store._signer.now = lambda: instant
             assert store.download_url(file, 900) == expected
+
+
+def test_links_are_signed_with_the_sessions_current_temporary_credentials() -> None:
+    """Temporary credentials (an assumed role, an instance profile) rotate behind the boto3
+    session: each link carries the key the session holds when it is signed, as boto3's own
+    signatures do, never one frozen when the store started."""
+    import botocore.session
+    from botocore.credentials import CredentialProvider, RefreshableCredentials
+
+    issued: list[str] = []
+
+    def fetch() -> dict[str, str]:
+        issued.append(f"ASIAROTATED{len(issued) + 1}")
+        # five minutes left is inside botocore's mandatory refresh window: every use refreshes
+        expiry = datetime.now(UTC) + timedelta(minutes=5)
+        return {
+            "access_key": issued[-1],
+            "secret_key": f"secret-{len(issued)}",
+            "token": f"token-{len(issued)}",
+            "expiry_time": expiry.isoformat(),
+        }
+
+    class Rotating(CredentialProvider):
+        METHOD = "rotating-test"
+
+        def load(self) -> RefreshableCredentials:
+            return RefreshableCredentials.create_from_metadata(
+                fetch(), refresh_using=fetch, method=self.METHOD
+            )
+
+    core = botocore.session.Session()
+    core.get_component("credential_provider").insert_before("env", Rotating())
+    session = boto3.session.Session(botocore_session=core)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        files_source="s3",
+        s3_bucket="docs-bucket",
+        s3_endpoint_url="http://127.0.0.1:9000",
+    )
+    store = S3FileStore(settings, session=session)
+    file = StoredFile(
+        id=encode_file_id("1001", "a.pdf"),
+        customer_id="1001",
+        name="a.pdf",
+        size=1,
+        content_type=PDF,
+        uploaded_at=datetime(2026, 11, 28, tzinfo=UTC),
+    )
+    keys = []
+    for _ in range(2):
+        query = parse_qs(urlsplit(store.download_url(file, 60)).query)
+        keys.append(query["X-Amz-Credential"][0].split("/")[0])
+        assert keys[-1] == issued[-1]
+        assert query["X-Amz-Security-Token"] == [f"token-{len(issued)}"]
+    assert keys[0] != keys[1]
 
 
 _LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -346,17 +401,12 @@ async def test_the_listing_is_signed_as_s3_checks_it(token: str | None) -> None:
     secret = "wJalr/XUtnFEMI+K7MDENG"
     with serve(bucket) as server:
         settings = s3_settings(server.url, "docs-bucket")
-        client = boto3.session.Session(
+        session = boto3.session.Session(
             aws_access_key_id="AKIDEXAMPLE",
             aws_secret_access_key=secret,
             aws_session_token=token,
-        ).client(
-            "s3",
-            region_name=REGION,
-            endpoint_url=server.url,
-            config=s3_client(settings).meta.config,
         )
-        store = S3FileStore(settings, client=client)
+        store = S3FileStore(settings, session=session)
         try:
             [page] = await store.file_pages([FileQuery(customer_id="1001", first=10)])
         finally:

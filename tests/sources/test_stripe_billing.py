@@ -14,7 +14,7 @@ import pytest
 import stripe
 from prometheus_client import REGISTRY
 
-from gateway.domain import InvoiceStatus
+from gateway.domain import InvoiceQuery, InvoiceStatus
 from gateway.settings import Settings
 from gateway.sources.stripe import CONCURRENCY, StripeBilling
 from tests.conftest import GatewayServer, running_gateway
@@ -420,42 +420,47 @@ async def test_adapter_batch_answers_each_key_on_its_own(fake_stripe: FakeStripe
         await billing.aclose()
 
 
-def test_the_sdks_log_lines_are_formatted_only_when_someone_listens(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+async def test_the_sdks_request_lines_stay_out_of_the_log_unless_asked_for(
+    fake_stripe: FakeStripe,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The SDK formats each request/answer line (the answer body at debug) before asking
-    the logger; the adapter's guard skips that unless the "stripe" logger, or STRIPE_LOG,
-    would show the line. The gateway's logging keeps "stripe" at WARNING."""
+    """The SDK logs each request and answer (URLs with customer ids; at debug the whole
+    answer body): the gateway's logging keeps the "stripe" logger at WARNING, so even
+    LOG_LEVEL=DEBUG shows none of it, and the SDK prints nothing to stderr while neither
+    stripe.log nor STRIPE_LOG asks it to. Setting the "stripe" logger's level on purpose
+    shows them."""
     import io
 
-    import stripe._api_requestor as requestor
-    import stripe._util as stripe_util
-
-    import gateway.sources.stripe  # noqa: F401  (installs the guard)
     from gateway.observability import configure_logging
 
-    formatted: list[dict[str, Any]] = []
-    original = stripe_util.logfmt
-    monkeypatch.setattr(stripe_util, "logfmt", lambda props: formatted.append(props) or "")
-    monkeypatch.setattr(stripe, "log", None)
-    monkeypatch.setattr(stripe_util, "STRIPE_LOG", None)
+    monkeypatch.setattr(stripe, "log", None)  # STRIPE_LOG, read at import, is unset here
+    customer = fake_stripe.add_customer(email="ada@example.com")
+    fake_stripe.add_invoice(customer, status="open", total=1234)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, stripe_api_key=API_KEY, stripe_api_base=fake_stripe.url, **FAST
+    )
     root = logging.getLogger()
     kept = (root.handlers[:], root.level)
+    billing = StripeBilling(settings)
     try:
-        configure_logging("INFO", stream=io.StringIO())
-        assert logging.getLogger("stripe").level == logging.WARNING
-        requestor.log_info("Stripe API response", path="/v1/invoices", response_code=200)
-        requestor.log_debug("API response body", body="{...}")
-        assert formatted == []
+        stream = io.StringIO()
+        configure_logging("DEBUG", stream=stream)
+        [page] = await billing.invoice_pages([InvoiceQuery(billing_id=customer)])
+        assert not isinstance(page, Exception)
+        assert len(page.items) == 1
+        assert "Stripe API" not in stream.getvalue()
+        assert customer not in stream.getvalue()
+        assert capsys.readouterr().err == ""
+
+        logging.getLogger("stripe").setLevel(logging.DEBUG)
+        await billing.invoice_pages([InvoiceQuery(billing_id=customer)])
+        assert "Request to Stripe api" in stream.getvalue()
+        assert "API response body" in stream.getvalue()
     finally:
+        await billing.aclose()
         root.handlers[:], level = kept  # caplog's handler back
         root.setLevel(level)
-    monkeypatch.setattr(stripe_util, "logfmt", original)
-    try:
-        with caplog.at_level(logging.DEBUG, logger="stripe"):
-            requestor.log_debug("API response body", body="{}")
-        assert "API response body" in caplog.text
-    finally:
         logging.getLogger("stripe").setLevel(logging.NOTSET)
 
 
