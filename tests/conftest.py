@@ -157,6 +157,18 @@ def running_gateway(settings: Settings) -> Iterator[GatewayServer]:
 
 
 @pytest.fixture
+def start(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., GatewayServer]]:
+    """start(**overrides): a whole gateway with those settings, running until the test ends
+    (as many as a test starts)."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**overrides: Any) -> GatewayServer:
+            return stack.enter_context(running_gateway(make_settings(**overrides)))
+
+        yield start
+
+
+@pytest.fixture
 def gateway_server(make_settings: Callable[..., Settings]) -> Iterator[GatewayServer]:
     """The whole gateway under uvicorn on its configured port (sandbox providers)."""
     with running_gateway(make_settings()) as running:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.conftest import GatewayServer, running_gateway
+from tests.conftest import GatewayServer
 
 ME = "{ me { name } }"
 SERVICE_KEY = "test-service-key"
@@ -21,16 +20,6 @@ SERVICE_KEY = "test-service-key"
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-@pytest.fixture
-def start(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., GatewayServer]]:
-    with contextlib.ExitStack() as stack:
-
-        def start(**overrides: Any) -> GatewayServer:
-            return stack.enter_context(running_gateway(make_settings(**overrides)))
-
-        yield start
 
 
 def post(server: GatewayServer, payload: dict[str, Any], **headers: str) -> Any:

@@ -108,16 +108,6 @@ def raw(server: GatewayServer) -> Iterator[RawClient]:
         client.close()
 
 
-@pytest.fixture
-def start(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., GatewayServer]]:
-    with contextlib.ExitStack() as stack:
-
-        def start(**overrides: Any) -> GatewayServer:
-            return stack.enter_context(running_gateway(make_settings(**overrides)))
-
-        yield start
-
-
 # -- headers --------------------------------------------------------------------------------
 
 
