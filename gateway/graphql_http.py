@@ -35,7 +35,7 @@ from gateway.observability import (
     request_id_var,
     request_note_var,
 )
-from gateway.pipeline import Operation, OperationPipeline
+from gateway.pipeline import Operation, OperationPipeline, json_object
 
 __all__ = ["GraphQLEndpoint", "error_body"]
 
@@ -311,9 +311,9 @@ async def _read_operation(
         raw_extensions = params.get("extensions")
         return pipeline.checked(
             params.get("query", ""),
-            _object(_loads(raw_variables) if raw_variables else None, "variables"),
+            json_object(_loads(raw_variables) if raw_variables else None, "variables"),
             params.get("operationName") or None,
-            _object(_loads(raw_extensions) if raw_extensions else None, "extensions"),
+            json_object(_loads(raw_extensions) if raw_extensions else None, "extensions"),
         )
     content_type = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
@@ -328,12 +328,6 @@ def _loads(data: bytes | str) -> Any:
     except orjson.JSONDecodeError:
         # orjson refuses nesting past 1,024 levels here too
         raise RequestRefused(400, "the body is not valid JSON") from None
-
-
-def _object(value: Any, name: str) -> dict[str, Any] | None:
-    if value is None or isinstance(value, dict):
-        return value
-    raise RequestRefused(400, f"{name} must be a JSON object")
 
 
 async def _read_body(request: _Request, receive: Receive, max_bytes: int) -> bytes:

@@ -37,7 +37,7 @@ from gateway.observability import RATE_LIMITED_TOTAL
 from gateway.persisted import Document, PersistedDocuments
 from gateway.schema.execution import GraphQLExecutor, Prepared, operation_type
 
-__all__ = ["Operation", "OperationPipeline", "Ready", "nesting_depth"]
+__all__ = ["Operation", "OperationPipeline", "Ready", "json_object", "nesting_depth"]
 
 
 @dataclass(slots=True)
@@ -110,7 +110,7 @@ class OperationPipeline:
         extensions = payload.get("extensions")
         return self.checked(
             query,
-            _object(payload.get("variables"), "variables"),
+            json_object(payload.get("variables"), "variables"),
             name or None,
             extensions if isinstance(extensions, dict) else None,
         )
@@ -211,7 +211,8 @@ class OperationPipeline:
         return Ready(prepared, kind)
 
 
-def _object(value: Any, name: str) -> dict[str, Any] | None:
+def json_object(value: Any, name: str) -> dict[str, Any] | None:
+    """`value` when it is a JSON object (or absent); a 400 refusal naming `name` else."""
     if value is None or isinstance(value, dict):
         return value
     raise RequestRefused(400, f"{name} must be a JSON object")

@@ -28,7 +28,7 @@ from graphql import (
     value_from_ast_untyped,
 )
 
-__all__ = ["DEFAULT_PAGE", "OperationCost", "query_cost"]
+__all__ = ["DEFAULT_PAGE", "OperationCost"]
 
 DEFAULT_PAGE = 20
 
@@ -121,12 +121,3 @@ class OperationCost:
             return DEFAULT_PAGE
         # other lists (subscriptions, edges) are bounded by the page their parent asked for
         return 1
-
-
-def query_cost(
-    schema: GraphQLSchema,
-    operation: OperationDefinitionNode,
-    fragments: dict[str, FragmentDefinitionNode],
-    variables: dict[str, Any] | None,
-) -> int:
-    return OperationCost(schema, fragments, variables).operation(operation)
