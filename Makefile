@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml requirements-dev.lock
 # resolve both locks anew (the newest releases pyproject.toml allows), then the whole suite
 upgrade: $(STAMP)
 	$(COMPILE) --upgrade --extra dev --output-file requirements-dev.lock pyproject.toml
-	$(COMPILE) --upgrade --output-file requirements.lock pyproject.toml
+	$(COMPILE) --upgrade --build-deps-for=wheel --output-file requirements.lock pyproject.toml
 	$(MAKE) test
 
 # after editing pyproject.toml's dependencies: the locks follow, every other pin kept
 relock: $(STAMP)
 	$(COMPILE) --extra dev --output-file requirements-dev.lock pyproject.toml
-	$(COMPILE) --output-file requirements.lock pyproject.toml
+	$(COMPILE) --build-deps-for=wheel --output-file requirements.lock pyproject.toml
 
 # the newest releases, unlocked, in a venv of their own: drift seen on purpose (not in CI)
 test-latest: assets

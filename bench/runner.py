@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import redis
 
+from bench import provider_calls, wrk
 from bench import pyspy as profiling
-from bench import wrk
 from bench.gateway_process import GatewayProcess
 from bench.machine import speed as measure_machine
 from bench.ports import free_port
@@ -80,6 +80,7 @@ class Options(argparse.Namespace):
     output: Path = DEFAULT_OUTPUT
     logs: Path | None = None
     profile: bool = True
+    provider_calls: bool = True
     quick: bool = False
 
 
@@ -109,6 +110,12 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip the py-spy profiles"
+    )
+    parser.add_argument(
+        "--no-provider-calls",
+        dest="provider_calls",
+        action="store_false",
+        help="skip the CPU per provider call section (bench/provider_calls.py)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 s runs, 1 repeat, 5 cold requests (a smoke run)"
@@ -623,6 +630,10 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
             f"load generator: {'wrk' if bench.use_wrk else 'python (aiohttp)'}"
         )
         machine = {"start": measure_machine(redis_url)}
+        calls = None
+        if options.provider_calls:
+            log("CPU per provider call (bench/provider_calls.py)")
+            calls = provider_calls.measure(blocks=3 if options.quick else 7)
         providers.start(workdir)
         try:
             for mode in options.modes:
@@ -660,6 +671,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         "ratios": ratios(bench.rows),
         "targets": targets(bench.rows, options.latency, providers),
         "profiles": bench.profiles,
+        "provider_calls": calls,
     }
     return result
 

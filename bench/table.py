@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import provider_calls
+
 __all__ = ["fmt_calls", "render"]
 
 
@@ -129,6 +131,8 @@ def render(result: dict[str, Any]) -> str:
     if result.get("targets"):
         text += ["", "targets (issue 9, issue 11; DESIGN section 12 peer beside):"]
         text += [f"  [{t['status']:>7}] {t['target']}: {t['measured']}" for t in result["targets"]]
+    if result.get("provider_calls"):
+        text += ["", *provider_calls.render(result["provider_calls"])]
     if result.get("profiles"):
         for profile in result["profiles"]:
             text += ["", f"profile: {profile['title']}"]

@@ -173,6 +173,8 @@ class Settings(BaseSettings):
     retry_base_delay: float = 0.2
     retry_max_delay: float = 5.0
     upstream_timeout: float = 10.0
+    # A provider's answer past this many bytes (decoded) fails as INTEGRATION_UNAVAILABLE.
+    upstream_max_response_bytes: int = Field(8_000_000, ge=10_000)
     breaker_failures: int = Field(5, ge=1)
     breaker_reset: float = 30.0
 

@@ -32,10 +32,8 @@ def test_bench_counts_each_querys_provider_calls_and_writes_the_table(
         ]
     )
 
-    rows = {
-        (r["scenario"], r["state"], r["concurrency"]): r
-        for r in json.loads(output.read_text())["rows"]
-    }
+    result = json.loads(output.read_text())
+    rows = {(r["scenario"], r["state"], r["concurrency"]): r for r in result["rows"]}
     assert set(rows) == {
         ("portal-home", "cold", 1),
         ("portal-home", "warm", 1),
@@ -53,4 +51,12 @@ def test_bench_counts_each_querys_provider_calls_and_writes_the_table(
         "files": 1.0,
     }
     assert sum(rows["portal-home", "warm", 16]["calls_per_query"].values()) == 0
-    assert "portal-home" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "portal-home" in printed
+    # CPU per provider call: every shape at both concurrencies, through the real client
+    calls = result["provider_calls"]["rows"]
+    assert {(r["shape"], r["concurrency"]) for r in calls} == {
+        (shape, c) for shape in ("same-url", "distinct-urls", "params") for c in (1, 16)
+    }
+    assert all(0 < r["cpu_us_min"] <= r["cpu_us_median"] for r in calls)
+    assert "CPU per provider call" in printed

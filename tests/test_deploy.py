@@ -287,3 +287,17 @@ def test_dockerfile_copies_only_what_exists() -> None:
             source = argument.split()[0]
             assert (ROOT / source).exists(), source
     assert "static/graphiql/*" in (ROOT / "pyproject.toml").read_text()  # in the wheel
+
+
+def test_the_image_installs_only_what_the_lock_pins_build_backend_included() -> None:
+    """Nothing resolved at build time: the runtime lock with hashes, then the project built
+    by the locked setuptools rather than by a newest one fetched into an isolated env."""
+    runs = " ".join(a for op, a in _instructions() if op == "RUN")
+    assert "pip install --require-hashes -r requirements.lock" in runs
+    assert "pip install --no-deps --no-build-isolation ." in runs
+    lock = (ROOT / "requirements.lock").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'requires = ["setuptools' in pyproject
+    pinned = [line for line in lock.splitlines() if line.startswith("setuptools==")]
+    assert pinned, "requirements.lock must pin the build backend (make relock)"
+    assert "--hash=sha256:" in lock.split(pinned[0], 1)[1].split("\n\n", 1)[0]

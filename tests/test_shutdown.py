@@ -199,11 +199,11 @@ def test_stopping_closes_redis_pools_and_provider_clients(
             assert "errors" not in response.json()
             assert provider.count() == 1
             assert _gateway_clients(probe, own_id), "the gateway holds Redis connections"
-            assert not billing.client._http.is_closed
+            assert not billing.client.closed
 
             server.stop()
             stopped = True
-            assert billing.client._http.is_closed
+            assert billing.client.closed
             deadline = time.monotonic() + 5
             while _gateway_clients(probe, own_id) and time.monotonic() < deadline:
                 time.sleep(0.05)  # Redis notices closed sockets on its next event-loop turn

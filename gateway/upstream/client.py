@@ -1,9 +1,15 @@
 """The HTTP client every provider adapter calls through (DESIGN sections 1, 8, 12).
 
-One `UpstreamClient` per provider holds one pooled httpx client on the gateway's own
-HTTP/1.1 transport (gateway.upstream.transport) and puts every call under a deadline, the
+One `UpstreamClient` per provider holds one pooled transport (aiohttp's client under httpx's
+transport interface, gateway.upstream.transport) and puts every call under a deadline, the
 provider's circuit breaker, its rate limiter and the retry policy of
 `gateway.upstream.retry`, counting and logging each attempt.
+
+Requests and answers are httpx's (`httpx.Request`, `httpx.Response`, `httpx.Auth`, its
+exceptions). The client sends them to the transport itself rather than through
+`httpx.AsyncClient`: what that client adds per call is what a provider call must not have
+(a cookie jar shared by every customer, redirects, a second timeout machinery) or what is
+done here already (retries, the deadline), and it cost ~50 us of CPU a call (DESIGN 12).
 """
 
 from __future__ import annotations
@@ -15,9 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from redis.asyncio import Redis
 
 from gateway import tracing
@@ -39,24 +43,28 @@ from gateway.upstream.retry import (
     parse_should_retry,
     retryable_status,
 )
-from gateway.upstream.transport import Http11Transport
+from gateway.upstream.transport import AiohttpTransport, AnswerTooLarge
 
 __all__ = ["POOL_SIZE", "UpstreamClient"]
 
 log = logging.getLogger("gateway.upstream")
 
-# Connections kept per provider. The transport keeps every released connection alive (until
-# KEEPALIVE_EXPIRY), so this is both the keep-alive pool and the cap on concurrent calls to
-# one provider; adapters already bound their fan-out, and a small pool is what keeps the
-# per-call CPU low (DESIGN 12).
+# Connections kept per provider origin: both the keep-alive pool and the cap on concurrent
+# calls to one origin; adapters already bound their fan-out, and a small pool is what keeps
+# the per-call CPU low (DESIGN 12).
 POOL_SIZE = 20
 # Below the idle timeouts of the providers' load balancers (60 s and more), so the gateway
 # closes an idle connection before the far end does and never writes into a dead socket.
 KEEPALIVE_EXPIRY = 30.0
-
-# A transport failure: our deadline (TimeoutError), httpx's, or, through a proxy (httpx-
-# aiohttp's transport), an aiohttp error that httpx_aiohttp does not translate.
-_TRANSPORT_ERRORS = (TimeoutError, httpx.RequestError, aiohttp.ClientError)
+# Sent with every call unless the adapter sets its own.
+_DEFAULT_HEADERS = {
+    "User-Agent": "portal-gateway",
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+}
+# URL strings whose parsed form (base URL merged) each client remembers: parsing one costs
+# ~40 us (httpx checks each character), and a provider is called on a few URLs again and again
+_URLS_KEPT = 1024
 
 
 @dataclass(slots=True)
@@ -71,86 +79,6 @@ class _Failure:
     # A 4xx the provider asked us to repeat (Stripe-Should-Retry: true): when attempts run
     # out it is still the provider's answer, so it goes back to the adapter.
     response: httpx.Response | None = None
-
-
-class _NoCookies(httpx.Cookies):
-    """A jar that keeps nothing: providers authenticate by header, never by cookie."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-class _ProviderClient(httpx.AsyncClient):
-    """httpx's client on the gateway's HTTP/1.1 transport, without its cookie jar.
-
-    httpx hands every response to http.cookiejar through urllib request and response
-    adapters, ~0.1 ms a call (measured with cProfile on a staff page of 100 provider calls)
-    to look for Set-Cookie headers no provider API relies on; a cookie a provider did set
-    would otherwise be sent back on later calls for every customer alike.
-
-    A proxy from the environment (HTTPS_PROXY, ...) gets httpx-aiohttp's transport, which
-    speaks to proxies; the gateway's own transport speaks to origins only.
-    """
-
-    def __init__(self, **options: Any) -> None:
-        self._merged: dict[str, httpx.URL] = {}
-        super().__init__(**options)
-
-    def _init_transport(  # type: ignore[override]
-        self,
-        verify: Any = True,
-        limits: httpx.Limits | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        **_options: Any,
-    ) -> httpx.AsyncBaseTransport:
-        if transport is not None:
-            return transport
-        return Http11Transport(
-            max_connections=(limits and limits.max_connections) or POOL_SIZE,
-            keepalive_expiry=(limits and limits.keepalive_expiry) or KEEPALIVE_EXPIRY,
-            verify=verify,
-        )
-
-    def _init_proxy_transport(  # type: ignore[override]
-        self, proxy: httpx.Proxy, **options: Any
-    ) -> httpx.AsyncBaseTransport:
-        return AiohttpTransport(proxy=proxy, **options)
-
-    def _merge_url(self, url: httpx.URL | str) -> httpx.URL:
-        """httpx's base-URL merge, remembered per URL string: it parses the URL twice,
-        checking each character (~80 us of the ~170 us build_request took per call,
-        measured with cProfile), and a provider is called on a few paths again and again.
-        httpx.URL is immutable, so one parsed URL serves every call to it."""
-        if not isinstance(url, str):
-            return super()._merge_url(url)
-        merged = self._merged.get(url)
-        if merged is None:
-            if len(self._merged) >= _MERGED_KEPT:
-                self._merged.clear()  # paths with ids in them: keep the memo bounded
-            merged = self._merged[url] = super()._merge_url(url)
-        return merged
-
-    @property
-    def base_url(self) -> httpx.URL:
-        return super().base_url
-
-    @base_url.setter
-    def base_url(self, url: httpx.URL | str) -> None:
-        self._merged = {}  # merged with the old base
-        httpx.AsyncClient.base_url.fset(self, url)  # type: ignore[attr-defined]
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, _cookies: object) -> None:
-        return None
-
-
-_NO_COOKIES = _NoCookies()
-# URL strings whose merge with the base URL each provider client remembers
-_MERGED_KEPT = 1024
 
 
 class UpstreamClient:
@@ -183,29 +111,33 @@ class UpstreamClient:
             key=f"{settings.cache_prefix}ratelimit:{name}",
             redis=redis,
         )
-        # The gateway's own transport; a proxy from the environment gets httpx-aiohttp's.
-        self._http: httpx.AsyncClient = _ProviderClient(
-            base_url=base_url,
-            headers=dict(headers or {}),
-            auth=auth,
-            transport=transport,
-            timeout=settings.upstream_timeout,
-            limits=httpx.Limits(
-                max_connections=POOL_SIZE,
-                max_keepalive_connections=POOL_SIZE,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-            follow_redirects=False,
+        self._transport: httpx.AsyncBaseTransport = transport or AiohttpTransport(
+            max_connections=POOL_SIZE,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+            read_timeout=settings.upstream_timeout,
+            max_response_bytes=settings.upstream_max_response_bytes,
         )
+        # httpx's merge: a relative URL is appended to the base, whose path ends in "/"
+        self._base = base_url if not base_url or base_url.endswith("/") else base_url + "/"
+        self._urls: dict[str, httpx.URL] = {}
+        self._headers = httpx.Headers({**_DEFAULT_HEADERS, **(headers or {})})
+        self._auth = auth
+        self._closed = False
 
     @property
     def breaker_state(self) -> BreakerState:
         """The provider's circuit breaker: "closed", "half_open" or "open"."""
         return self.breaker.state
 
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose` has run: the pooled connections are closed."""
+        return self._closed
+
     async def aclose(self) -> None:
         """Close the pooled connections; the client cannot be used afterwards."""
-        await self._http.aclose()
+        self._closed = True
+        await self._transport.aclose()
 
     async def __aenter__(self) -> UpstreamClient:
         return self
@@ -248,9 +180,12 @@ class UpstreamClient:
             if may_retry(method, idempotency_key=idempotency_key, idempotent=idempotent)
             else 1
         )
-        send_headers = dict(headers or {})
-        if idempotency_key is not None:
-            send_headers["Idempotency-Key"] = idempotency_key
+        send_headers = self._headers
+        if headers or idempotency_key is not None:
+            send_headers = send_headers.copy()
+            send_headers.update(headers or {})
+            if idempotency_key is not None:
+                send_headers["Idempotency-Key"] = idempotency_key
         options: dict[str, Any] = {
             "params": params,
             "json": json,
@@ -318,21 +253,60 @@ class UpstreamClient:
             count_upstream_call()
             try:
                 with tracing.client_span(self.name, operation, method) as span:
-                    # the deadline bounds the whole exchange; httpx's own timeouts would
-                    # only set and cancel more timers for the same moment
+                    # the deadline bounds the whole exchange (the transport's read deadline,
+                    # UPSTREAM_TIMEOUT too, never comes first)
+                    request = httpx.Request(method, self._url(url), **options)
                     async with asyncio.timeout_at(deadline):
-                        response = await self._http.request(method, url, timeout=None, **options)
+                        response = await self._send(request)
                     tracing.set_http_status(span, response.status_code)
+            except httpx.LocalProtocolError as exc:
+                # refused before anything was sent (a header with CR or LF): ours to fix,
+                # not the provider's failure
+                self.breaker.release(probe)
+                labelled(UPSTREAM_REQUESTS, self.name, operation, "refused").inc()
+                raise IntegrationUnavailable(
+                    self.name, f"{self.name} request not sent: {exc}", retryable=False
+                ) from None
             except _TRANSPORT_ERRORS as exc:
                 outcome = _transport_outcome(exc)
                 self.breaker.record_failure(probe)
                 self._count(operation, outcome, loop.time() - started)
-                return _Failure(outcome)
+                # the same answer would be too large again
+                return _Failure(outcome, retryable=outcome != "too_large")
         except BaseException:
             # Throttled, cancelled or a programming error: the provider was never judged.
             self.breaker.release(probe)
             raise
         return self._judge(response, operation, probe, loop.time() - started)
+
+    def _url(self, url: str) -> httpx.URL:
+        """`url` merged with the base URL as httpx merges it, parsed once per string."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()  # paths with ids in them: keep the memo bounded
+            absolute = url.startswith(("http://", "https://")) or not self._base
+            parsed = self._urls[url] = httpx.URL(url if absolute else self._base + url.lstrip("/"))
+        return parsed
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """One exchange through the transport, with the client's httpx.Auth flow if any."""
+        if self._closed:
+            raise RuntimeError(f"the {self.name} client is closed")
+        auth = self._auth
+        if auth is None:
+            return await self._transport.handle_async_request(request)
+        flow = auth.async_auth_flow(request)
+        try:
+            request = await flow.__anext__()
+            while True:
+                response = await self._transport.handle_async_request(request)
+                try:
+                    request = await flow.asend(response)
+                except StopAsyncIteration:
+                    return response
+        finally:
+            await flow.aclose()
 
     def _judge(
         self, response: httpx.Response, operation: str, probe: bool, seconds: float
@@ -392,6 +366,8 @@ class UpstreamClient:
         name = self.name
         if failure.outcome == "timeout":
             message = f"{name} timed out"
+        elif failure.outcome == "too_large":
+            message = f"{name} answered more than the gateway reads"
         elif failure.outcome == "connection_error":
             message = f"{name} could not be reached"
         elif failure.status == 429:
@@ -403,15 +379,15 @@ class UpstreamClient:
         )
 
 
+# A transport failure: our deadline (TimeoutError) or the transport's (httpx's exceptions).
+_TRANSPORT_ERRORS = (TimeoutError, httpx.RequestError)
+
+
 def _transport_outcome(exc: BaseException) -> str:
-    """The metric outcome of an attempt that raised: "timeout" or "connection_error"."""
-    if isinstance(exc, TimeoutError):
+    """The metric outcome of an attempt that raised: "timeout", "too_large" (an answer past
+    UPSTREAM_MAX_RESPONSE_BYTES) or "connection_error"."""
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "timeout"
-    if isinstance(exc, httpx.TimeoutException):
-        # Through a proxy, httpx_aiohttp maps every aiohttp connection error, a refused
-        # connect included, to ConnectTimeout; the aiohttp exception it chains tells what
-        # really happened.
-        cause = exc.__cause__
-        if cause is None or isinstance(cause, TimeoutError):
-            return "timeout"
+    if isinstance(exc, AnswerTooLarge):
+        return "too_large"
     return "connection_error"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -508,3 +509,84 @@ async def test_failures_are_logged_per_attempt_without_secrets(
         assert not any(secret in text for secret in leaked)
     assert not any(secret in caught.value.message for secret in leaked)
     assert not any(secret in repr(caught.value.extensions) for secret in leaked)
+
+
+# What the transport refuses, seen from the client ---------------------------------------------
+
+
+async def test_a_header_with_cr_lf_is_refused_unsent_and_not_held_against_the_provider(
+    provider: FakeProvider, make_client: MakeClient
+) -> None:
+    client = make_client("crlf", provider.url)
+    with pytest.raises(IntegrationUnavailable) as caught:
+        await client.request(
+            "GET", "/items", operation="items.list", headers={"X-Who": "a\r\nX-Admin: 1"}
+        )
+    assert caught.value.retryable is False
+    assert "not sent" in str(caught.value)
+    assert provider.count() == 0
+    assert upstream_count("crlf", "items.list", "refused") == 1
+    assert client.breaker_state == "closed"
+    assert (await client.request("GET", "/items", operation="items.list")).status_code == 200
+
+
+async def test_an_answer_past_the_size_limit_is_unavailable_and_not_asked_again(
+    provider: FakeProvider, make_client: MakeClient
+) -> None:
+    client = make_client("huge", provider.url, make_settings(upstream_max_response_bytes=20_000))
+    provider.push(body={"blob": "x" * 50_000})
+    with pytest.raises(IntegrationUnavailable, match="more than the gateway reads"):
+        await client.request("GET", "/items", operation="items.list")
+    assert provider.count() == 1  # the same answer would be too large again
+    assert upstream_count("huge", "items.list", "too_large") == 1
+    provider.push(body={"blob": "x" * 10_000})
+    answer = await client.request("GET", "/items", operation="items.list")
+    assert len(answer.json()["blob"]) == 10_000
+
+
+async def test_urls_are_merged_with_the_base_as_httpx_merges_them(
+    provider: FakeProvider, make_client: MakeClient
+) -> None:
+    import httpx
+
+    plain = httpx.AsyncClient(base_url=provider.url + "/v1")
+    client = make_client("merge", provider.url + "/v1")
+    cases = [
+        ("/customers", None, "/v1/customers", ""),
+        ("customers/42", None, "/v1/customers/42", ""),
+        ("/search?q=a%20b", None, "/v1/search", "q=a%20b"),
+        ("/search?q=1", {"limit": 3}, "/v1/search", "limit=3"),  # httpx: params replace
+        (provider.url + "/abs", None, "/abs", ""),
+        ("/customers", None, "/v1/customers", ""),  # remembered this time
+    ]
+    for url, params, path, query in cases:
+        await client.request("GET", url, operation="merge", params=params)
+        call = provider.calls[-1]
+        assert (call.path, call.query) == (path, query)
+        expected = plain.build_request("GET", url, params=params).url
+        assert (expected.path, expected.query.decode()) == (path, query)
+    await plain.aclose()
+
+
+async def test_an_httpx_auth_flow_signs_every_attempt(
+    provider: FakeProvider, make_client: MakeClient
+) -> None:
+    import httpx
+
+    client = make_client("basic", provider.url, auth=httpx.BasicAuth("agent@example.com", "s3"))
+    provider.push(503)
+    assert (await client.request("GET", "/tickets", operation="tickets.list")).status_code == 200
+    expected = "Basic " + base64.b64encode(b"agent@example.com:s3").decode()
+    assert [c.headers["authorization"] for c in provider.calls] == [expected, expected]
+
+
+async def test_a_closed_client_sends_nothing(
+    provider: FakeProvider, make_client: MakeClient
+) -> None:
+    client = make_client("closed", provider.url)
+    assert not client.closed
+    await client.aclose()
+    assert client.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.request("GET", "/items", operation="items.list")
+    assert provider.count() == 0

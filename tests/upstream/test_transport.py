@@ -1,5 +1,7 @@
-"""The gateway's HTTP/1.1 transport against real sockets, on asyncio's loop and on uvloop
-(what uvicorn runs the gateway on): framing, keep-alive, limits, timeouts, TLS, failures.
+"""The provider calls' transport (httpx's interface onto aiohttp's client) against real
+sockets, on asyncio's loop and on uvloop (what uvicorn runs the gateway on): framing,
+keep-alive, limits, timeouts, TLS, proxies, failures mapped to httpx's exceptions, and what
+the adapter adds: headers with CR/LF refused, answers past a size refused, a read deadline.
 
 The servers here are raw asyncio servers that write exactly the bytes a test scripts, so
 the framings a library server would never produce (close-delimited bodies, 1xx, garbage)
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.upstream.transport import Http11Transport
+from gateway.upstream.transport import AiohttpTransport, AnswerTooLarge
 
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
     "asyncio": asyncio.run,
@@ -101,9 +103,19 @@ def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> bytes:
     )
 
 
+def transport(**kwargs: Any) -> AiohttpTransport:
+    options = {
+        "max_connections": 4,
+        "keepalive_expiry": 30.0,
+        "read_timeout": 5.0,
+        "max_response_bytes": 1_000_000,
+        **kwargs,
+    }
+    return AiohttpTransport(**options)
+
+
 def client(**kwargs: Any) -> httpx.AsyncClient:
-    options = {"max_connections": 4, "keepalive_expiry": 30.0, **kwargs}
-    return httpx.AsyncClient(transport=Http11Transport(**options), timeout=5)
+    return httpx.AsyncClient(transport=transport(**kwargs), timeout=5)
 
 
 def test_answers_status_headers_body_and_sends_the_request_as_given(run: Any) -> None:
@@ -183,7 +195,7 @@ def test_head_has_no_body_and_informational_answers_are_skipped(run: Any) -> Non
     run(body())
 
 
-def test_gzip_answers_are_decoded_by_httpx(run: Any) -> None:
+def test_gzip_answers_are_decoded(run: Any) -> None:
     import gzip
 
     packed = gzip.compress(b'{"zipped":true}')
@@ -198,9 +210,8 @@ def test_gzip_answers_are_decoded_by_httpx(run: Any) -> None:
 
 
 def test_a_body_that_does_not_decode_raises_httpx_decoding_error(run: Any) -> None:
-    """The transport decodes the body it has read (one synchronous pass); a provider's
-    broken gzip raises httpx's DecodingError, a RequestError the upstream client counts as
-    a failed attempt, and the connection, whose answer was read whole, serves the next."""
+    """A provider's broken gzip raises httpx's DecodingError, a RequestError the upstream
+    client counts as a failed attempt."""
     answers = iter([ok(b"not gzip at all", b"Content-Encoding: gzip\r\n"), ok(b"fine")])
 
     async def body() -> None:
@@ -210,7 +221,6 @@ def test_a_body_that_does_not_decode_raises_httpx_decoding_error(run: Any) -> No
                 await http.get(server.url + "/broken")
             assert (await http.get(server.url + "/next")).text == "fine"
         await server.stop()
-        assert server.connections == 1
 
     run(body())
 
@@ -412,44 +422,127 @@ def test_https_verifies_the_certificate(run: Any, tmp_path: Path) -> None:
     run(body())
 
 
-def test_provider_clients_use_this_transport_and_aiohttp_for_environment_proxies(
-    monkeypatch: pytest.MonkeyPatch,
+# What the adapter adds --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Customer": "1001\r\nX-Admin: yes"},
+        {"X-Customer": "1001\nGET /admin HTTP/1.1"},
+        {"X-Customer": "1001\x00"},
+    ],
+    ids=["crlf", "lf", "nul"],
+)
+def test_a_header_with_cr_lf_or_nul_is_refused_before_anything_connects(
+    run: Any, headers: dict[str, str]
 ) -> None:
-    from httpx_aiohttp import AiohttpTransport
+    async def body() -> None:
+        server = await Server(lambda head, body: ok()).start()
+        async with client() as http:
+            with pytest.raises(httpx.LocalProtocolError, match="CR, LF or NUL"):
+                await http.get(server.url + "/", headers=headers)
+        await server.stop()
+        assert server.connections == 0
+        assert server.requests == []
 
-    from gateway.upstream.client import _ProviderClient
-
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    http = _ProviderClient(base_url="https://api.example.com")
-    assert isinstance(http._transport, Http11Transport)
-    proxied = [t for t in http._mounts.values() if t is not None]
-    assert proxied
-    assert all(isinstance(t, AiohttpTransport) for t in proxied)
+    run(body())
 
 
-def test_provider_clients_merge_urls_as_httpx_does_and_follow_a_new_base() -> None:
-    """The merged-URL memo answers what httpx's own merge answers, before and after the
-    base URL changes, and stays bounded."""
-    from gateway.upstream import client as upstream_client
+def _bomb(size: int) -> bytes:
+    import gzip
 
-    ours = upstream_client._ProviderClient(base_url="https://api.example.com/v1")
-    plain = httpx.AsyncClient(base_url="https://api.example.com/v1")
-    cases = [
-        ("/customers", None),
-        ("customers/42", None),
-        ("/search?q=a%20b", None),
-        ("/search?q=1", {"limit": 3}),
-        ("https://other.example.com/abs", None),
-        ("/customers", None),  # remembered this time
-    ]
-    for _round in range(2):
-        for path, params in cases:
-            assert ours.build_request("GET", path, params=params).url == (
-                plain.build_request("GET", path, params=params).url
-            )
-        ours.base_url = plain.base_url = "https://eu.example.com/v2/"
-    for n in range(upstream_client._MERGED_KEPT + 10):
-        ours.build_request("GET", f"/items/{n}")
-    assert len(ours._merged) <= upstream_client._MERGED_KEPT
+    return gzip.compress(b"\0" * size, compresslevel=9)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ok(b"x" * 2_000_000),  # says its length
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (100_000, b"y" * 100_000) for _ in range(20))
+        + b"0\r\n\r\n",  # does not
+        ok(_bomb(50_000_000), b"Content-Encoding: gzip\r\n"),  # 50 KB that inflate to 50 MB
+    ],
+    ids=["content-length", "chunked", "gzip-bomb"],
+)
+def test_an_answer_past_the_size_limit_fails_without_being_held(run: Any, answer: bytes) -> None:
+    async def body() -> None:
+        server = await Server(lambda head, body: answer).start()
+        async with client(max_response_bytes=1_000_000) as http:
+            with pytest.raises(AnswerTooLarge, match="1000000"):
+                await http.get(server.url + "/big")
+        await server.stop()
+
+    run(body())
+
+
+def test_an_answer_at_the_size_limit_is_read(run: Any) -> None:
+    async def body() -> None:
+        packed = _bomb(1_000_000)
+        answers = iter([ok(b"x" * 1_000_000), ok(packed, b"Content-Encoding: gzip\r\n")])
+        server = await Server(lambda head, body: next(answers)).start()
+        async with client(max_response_bytes=1_000_000) as http:
+            assert len((await http.get(server.url + "/a")).content) == 1_000_000
+            assert (await http.get(server.url + "/b")).content == b"\0" * 1_000_000
+        await server.stop()
+
+    run(body())
+
+
+def test_a_call_without_a_timeout_still_has_the_transports_read_deadline(run: Any) -> None:
+    async def body() -> None:
+        async def answer(_head: bytes, _body: bytes) -> bytes:
+            await asyncio.sleep(5)
+            return ok()
+
+        server = await Server(answer).start()
+        http = httpx.AsyncClient(transport=transport(read_timeout=0.2), timeout=None)
+        async with http:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(server.url + "/slow")
+            assert asyncio.get_running_loop().time() - started < 2
+        await server.stop()
+
+    run(body())
+
+
+def test_proxies_from_the_environment_are_used_and_no_proxy_bypasses_them(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body() -> None:
+        proxy = await Server(lambda head, body: ok(b"via proxy")).start()
+        origin = await Server(lambda head, body: ok(b"direct")).start()
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "localhost")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("http_proxy", raising=False)
+        async with client() as http:
+            assert (await http.get("http://provider.example/v1/items?x=1")).text == "via proxy"
+            # 127.0.0.1 is not in NO_PROXY: proxied too
+            assert (await http.get(origin.url + "/")).text == "via proxy"
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with client() as http:
+            assert (await http.get(origin.url + "/")).text == "direct"
+        await proxy.stop()
+        await origin.stop()
+        first_line = proxy.requests[0][0].split(b"\r\n")[0]
+        assert first_line == b"GET http://provider.example/v1/items?x=1 HTTP/1.1"
+        assert len(proxy.requests) == 2
+        assert len(origin.requests) == 1
+
+    run(body())
+
+
+def test_a_proxy_that_cannot_be_reached_is_a_proxy_error(run: Any) -> None:
+    async def body() -> None:
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        async with client(proxy=f"http://127.0.0.1:{port}") as http:
+            with pytest.raises(httpx.ProxyError):
+                await http.get("http://provider.example/")
+
+    run(body())
