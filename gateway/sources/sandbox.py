@@ -91,6 +91,10 @@ class SandboxData:
         self.files: dict[str, list[tuple[str, str, bytes]]] = {}  # customer -> (name, type, body)
         self._ticket_ids = itertools.count(50_000)
 
+    def next_ticket_id(self) -> str:
+        """The id of a ticket created now (above the seeded ones)."""
+        return str(next(self._ticket_ids))
+
 
 def demo_data(customers: int = 60, invoices_each: int = 12, tickets_each: int = 12) -> SandboxData:
     """Deterministic demo data: the five named customers first, then generated ones."""
@@ -352,7 +356,7 @@ class SandboxHelpdesk(_SandboxSource):
         await self._call("create_ticket")
         if idempotency_key and idempotency_key in self._created:
             return self.data.tickets[self._created[idempotency_key]]
-        ticket_id = str(next(self.data._ticket_ids))
+        ticket_id = self.data.next_ticket_id()
         now = datetime.now(UTC)
         ticket = Ticket(
             id=ticket_id,

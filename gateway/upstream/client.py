@@ -187,17 +187,17 @@ class UpstreamClient:
             if idempotency_key is not None:
                 send_headers["Idempotency-Key"] = idempotency_key
         options: dict[str, Any] = {
-            "params": params,
             "json": json,
             "content": content,
             "data": data,
             "headers": send_headers,
         }
 
+        target = self._url(url, params)
         attempt = 0
         while True:
             attempt += 1
-            result = await self._attempt(method, url, operation, deadline, options)
+            result = await self._attempt(method, target, operation, deadline, options)
             if isinstance(result, httpx.Response):
                 return result
             delay: float | None = None
@@ -222,7 +222,7 @@ class UpstreamClient:
     async def _attempt(
         self,
         method: str,
-        url: str,
+        target: httpx.URL,
         operation: str,
         deadline: float,
         options: dict[str, Any],
@@ -255,7 +255,7 @@ class UpstreamClient:
                 with tracing.client_span(self.name, operation, method) as span:
                     # the deadline bounds the whole exchange (the transport's read deadline,
                     # UPSTREAM_TIMEOUT too, never comes first)
-                    request = httpx.Request(method, self._url(url), **options)
+                    request = httpx.Request(method, target, **options)
                     async with asyncio.timeout_at(deadline):
                         response = await self._send(request)
                     tracing.set_http_status(span, response.status_code)
@@ -279,15 +279,24 @@ class UpstreamClient:
             raise
         return self._judge(response, operation, probe, loop.time() - started)
 
-    def _url(self, url: str) -> httpx.URL:
-        """`url` merged with the base URL as httpx merges it, parsed once per string."""
+    def _url(self, url: str, params: Any) -> httpx.URL:
+        """`url` merged with the base URL as httpx merges it, `params` as its query (they
+        replace one in `url`, as in httpx). Parsed once: a URL without parameters once per
+        string, one with them in the same parse (httpx.Request's `params` would parse the
+        merged URL a second time)."""
+        if params is not None:
+            return httpx.URL(self._absolute(url), params=params)
         parsed = self._urls.get(url)
         if parsed is None:
             if len(self._urls) >= _URLS_KEPT:
                 self._urls.clear()  # paths with ids in them: keep the memo bounded
-            absolute = url.startswith(("http://", "https://")) or not self._base
-            parsed = self._urls[url] = httpx.URL(url if absolute else self._base + url.lstrip("/"))
+            parsed = self._urls[url] = httpx.URL(self._absolute(url))
         return parsed
+
+    def _absolute(self, url: str) -> str:
+        if url.startswith(("http://", "https://")) or not self._base:
+            return url
+        return self._base + url.lstrip("/")
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """One exchange through the transport, with the client's httpx.Auth flow if any."""
