@@ -19,10 +19,10 @@ import orjson
 from graphql import OperationType
 
 from gateway import tracing
+from gateway.auth import Viewer
 from gateway.cache.entity import DeferredWrites, deferred_writes
 from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
 from gateway.context import Context, Services
-from gateway.auth import Viewer
 from gateway.cors import Cors
 from gateway.errors import RequestRefused
 from gateway.observability import (
@@ -38,7 +38,15 @@ from gateway.observability import (
 )
 from gateway.pipeline import Operation, OperationPipeline, json_object
 
-__all__ = ["Answer", "GraphQLEndpoint", "HttpRequest", "error_body", "read_body", "respond"]
+__all__ = [
+    "Answer",
+    "GraphQLEndpoint",
+    "HttpRequest",
+    "error_body",
+    "loads",
+    "read_body",
+    "respond",
+]
 
 log = logging.getLogger(__name__)
 

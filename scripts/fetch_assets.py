@@ -52,7 +52,8 @@ SWAGGER_UI = [
     ),
 ]
 
-GRAPHIQL_START_JS = """// Starts GraphiQL against this gateway's /graphql (same origin, nothing external).
+GRAPHIQL_START_JS = """// Starts GraphiQL against this gateway's /graphql
+// (same origin, nothing external).
 (function () {
   var fetcher = GraphiQL.createFetcher({ url: window.location.origin + '/graphql' });
   var query = [
@@ -80,7 +81,8 @@ GRAPHIQL_START_JS = """// Starts GraphiQL against this gateway's /graphql (same 
 """
 
 
-SWAGGER_UI_START_JS = """// Starts Swagger UI on this gateway's /api/openapi.json (same origin, nothing external).
+SWAGGER_UI_START_JS = """// Starts Swagger UI on this gateway's /api/openapi.json
+// (same origin, nothing external).
 (function () {
   window.ui = SwaggerUIBundle({
     url: window.location.origin + '/api/openapi.json',
@@ -113,9 +115,7 @@ def fetch(package: str, version: str, files: dict[str, str], target: Path) -> No
             (target / name).write_bytes(extracted.read())
 
 
-def install(
-    packages: list[tuple[str, str, dict[str, str]]], start_js: str, target: Path
-) -> None:
+def install(packages: list[tuple[str, str, dict[str, str]]], start_js: str, target: Path) -> None:
     """`packages` and their start script into `target`, unless the same versions are there."""
     marker = target / ".versions"
     start_digest = hashlib.sha256(start_js.encode()).hexdigest()[:16]

@@ -165,9 +165,7 @@ def _own_id(path_id: str | None) -> Callable[[Viewer], None]:
 def _integer(value: str, name: str) -> int:
     text = value.strip()
     if not text.lstrip("-").isdigit() or len(text) > 11 or abs(int(text)) > _INT32:
-        raise RequestRefused(
-            422, f"{name} must be a 32-bit integer", "BAD_USER_INPUT", field=name
-        )
+        raise RequestRefused(422, f"{name} must be a 32-bit integer", "BAD_USER_INPUT", field=name)
     return int(text)
 
 
@@ -273,7 +271,11 @@ def _pointer(path: list[Any], page: bool) -> str:
 
 def _summary(error: dict[str, Any]) -> dict[str, Any]:
     extensions = dict(error.get("extensions") or {})
-    return {"code": extensions.pop("code", "INTERNAL_SERVER_ERROR"), "detail": error.get("message"), **extensions}
+    return {
+        "code": extensions.pop("code", "INTERNAL_SERVER_ERROR"),
+        "detail": error.get("message"),
+        **extensions,
+    }
 
 
 def _next_link(request: HttpRequest, cursor: str) -> bytes:
@@ -289,4 +291,3 @@ def _matches(if_none_match: bytes, etag: bytes) -> bool:
     if given == b"*":
         return True
     return any(tag.strip().removeprefix(b"W/") == etag for tag in given.split(b","))
-

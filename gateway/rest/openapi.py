@@ -169,7 +169,8 @@ def _resource(
         while isinstance(kind, GraphQLNonNull | GraphQLList):
             kind = kind.of_type
         selection = node.selection_set
-    assert isinstance(kind, GraphQLObjectType) and selection is not None
+    assert isinstance(kind, GraphQLObjectType)
+    assert selection is not None
     found = _object(kind, selection)
     if operation.page:
         properties = found["properties"]
@@ -210,9 +211,7 @@ def _parameters(
         value = _input_non_null(kind.of_type if isinstance(kind, GraphQLNonNull) else kind)
         if name == "first":
             value["default"] = 20
-        parameters.append(
-            {"name": name, "in": "query", "required": False, "schema": value}
-        )
+        parameters.append({"name": name, "in": "query", "required": False, "schema": value})
     if operation.idempotency_field is not None:
         parameters.append(
             {
@@ -278,7 +277,9 @@ def _path_item(schema: GraphQLSchema, operation: RestOperation) -> dict[str, Any
     }
     if operation.body is not None:
         body_variable = next(
-            v for v in definition.variable_definitions if v.variable.name.value == operation.body
+            v
+            for v in definition.variable_definitions or ()
+            if v.variable.name.value == operation.body
         )
         kind = type_from_ast(schema, body_variable.type)
         assert kind is not None
