@@ -22,7 +22,8 @@ def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert body["status"] == status
     assert body["code"] == code
     assert body["type"] == "urn:portal-gateway:problem:" + code.lower().replace("_", "-")
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     return body
 
 
@@ -38,7 +39,8 @@ def test_me_is_the_signed_in_customer_with_its_subscriptions(world: World) -> No
     me = response.json()
     assert me["id"] == world.own.id
     assert set(me) == {"id", "name", "email", "company", "phone", "subscriptions"}
-    assert me["subscriptions"] and all(s["status"] for s in me["subscriptions"])
+    assert me["subscriptions"]
+    assert all(s["status"] for s in me["subscriptions"])
     assert "_missing" not in me
 
 
@@ -75,7 +77,8 @@ def test_invoice_pages_follow_the_link_header_to_every_invoice(world: World) -> 
 def test_invoices_filtered_by_status(world: World) -> None:
     url = f"/api/customers/{world.own.id}/invoices?status=PAID&first=100"
     items = world.http.get(url, headers=world.own.auth).json()["items"]
-    assert items and all(invoice["status"] == "PAID" for invoice in items)
+    assert items
+    assert all(invoice["status"] == "PAID" for invoice in items)
     assert {i["id"] for i in items} < set(world.own.invoices)
 
 
