@@ -25,6 +25,7 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    Undefined,
     parse,
     type_from_ast,
 )
@@ -140,7 +141,7 @@ def _input_non_null(kind: Any) -> JsonSchema:
             properties[name] = _input(field.type)
             if field.description:
                 properties[name]["description"] = field.description
-            if isinstance(field.type, GraphQLNonNull) and field.default_value is None:
+            if isinstance(field.type, GraphQLNonNull) and field.default_value is Undefined:
                 required.append(name)
         # an unknown field is refused (422) by the input's coercion, so none is allowed
         return {
