@@ -1,0 +1,98 @@
+// A developer reading the REST reference, in headless Chromium (Debian's, driven by
+// playwright-core): open /api/docs, wait for Swagger UI to render the operations of
+// /api/openapi.json, expand GET /api/customers/{id}/invoices and read what it shows. Every
+// request the page makes is recorded; any that is not for 127.0.0.1 is aborted and reported.
+//
+// env: GATEWAY_URL, CHROMIUM (executable), SCREENSHOT (PNG path)
+// stdout: one JSON report (the Python test asserts on it)
+'use strict';
+
+const { chromium } = require('playwright-core');
+
+const GATEWAY_URL = process.env.GATEWAY_URL;
+const report = { requests: [], external: [], pageErrors: [], consoleErrors: [] };
+
+function isLocal(url) {
+  const { protocol, hostname } = new URL(url);
+  if (protocol === 'data:' || protocol === 'blob:' || protocol === 'about:') return true;
+  return hostname === '127.0.0.1';
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM,
+    headless: true,
+    chromiumSandbox: false,
+    args: [
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      // nothing but loopback resolves, so a stray request cannot leave the machine either
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
+    ],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1400, height: 1600 } });
+    const seen = (url) => {
+      report.requests.push(url);
+      if (!isLocal(url) && !report.external.includes(url)) report.external.push(url);
+    };
+    await context.route('**/*', (route) => {
+      const url = route.request().url();
+      if (isLocal(url)) return route.continue();
+      seen(url);
+      return route.abort('blockedbyclient');
+    });
+    const page = await context.newPage();
+    page.on('request', (request) => seen(request.url()));
+    page.on('websocket', (socket) => seen(socket.url()));
+    page.on('pageerror', (error) => report.pageErrors.push(String(error)));
+    page.on('console', (message) => {
+      if (message.type() === 'error') report.consoleErrors.push(message.text());
+    });
+
+    const response = await page.goto(`${GATEWAY_URL}/api/docs`);
+    report.status = response.status();
+    report.csp = response.headers()['content-security-policy'] || null;
+    await page.waitForSelector('.opblock', { timeout: 30000 });
+    await page.waitForLoadState('networkidle');
+    report.title = await page.title();
+    report.apiTitle = (await page.locator('.info .title').first().innerText()).trim();
+    report.operations = await page.$$eval('.opblock-summary', (blocks) =>
+      blocks.map((block) => {
+        const method = block.querySelector('.opblock-summary-method');
+        const path = block.querySelector('.opblock-summary-path');
+        return `${method ? method.textContent.trim() : '?'} ${
+          path ? path.getAttribute('data-path') || path.textContent.trim() : '?'
+        }`;
+      }),
+    );
+
+    // expand one operation: its parameters and responses come from the generated document
+    const invoices = page.locator('#operations-default-RestCustomerInvoices');
+    await invoices.locator('.opblock-summary').click();
+    await invoices.locator('.parameters').first().waitFor();
+    report.invoiceParameters = await invoices.$$eval('.parameter__name', (names) =>
+      names.map((name) => name.textContent.replace(/\s*\*?\s*required\s*$/, '').trim()),
+    );
+    report.invoiceResponses = await invoices.$$eval('.response .response-col_status', (cells) =>
+      cells.map((cell) => cell.textContent.trim()),
+    );
+
+    await page.screenshot({ path: process.env.SCREENSHOT, fullPage: false });
+    report.screenshot = process.env.SCREENSHOT;
+  } finally {
+    await browser.close();
+  }
+}
+
+main()
+  .catch((error) => {
+    report.failure = error && error.stack ? error.stack : String(error);
+  })
+  .finally(() => {
+    process.stdout.write(JSON.stringify(report) + '\n');
+  });
