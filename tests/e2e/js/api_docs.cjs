@@ -75,10 +75,12 @@ async function main() {
     const invoices = page.locator('#operations-default-RestCustomerInvoices');
     await invoices.locator('.opblock-summary').click();
     await invoices.locator('.parameters').first().waitFor();
-    report.invoiceParameters = await invoices.$$eval('.parameter__name', (names) =>
-      names.map((name) => name.textContent.replace(/\s*\*?\s*required\s*$/, '').trim()),
+    report.invoiceParameters = await invoices.locator('.parameter__name').evaluateAll((names) =>
+      names.map((name) => name.textContent.replace(/[\s\u00a0]*\*.*$/, '').trim()),
     );
-    report.invoiceResponses = await invoices.$$eval('.response .response-col_status', (cells) =>
+    report.invoiceResponses = await invoices
+      .locator('.response .response-col_status')
+      .evaluateAll((cells) =>
       cells.map((cell) => cell.textContent.trim()),
     );
 
