@@ -7,6 +7,7 @@ kept in test-artifacts/.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,23 +16,14 @@ import pytest
 
 from gateway.rest import OPERATIONS
 from tests.conftest import GatewayServer
-from tests.e2e.node import Node
+from tests.e2e.conftest import assert_rendered
 
 SCREENSHOT = "api-docs.png"
 
 
 @pytest.fixture(scope="module")
-def session(
-    node: Node, chromium: str, e2e_gateway: GatewayServer, artifacts_dir: Path
-) -> dict[str, Any]:
-    screenshot = artifacts_dir / SCREENSHOT
-    screenshot.unlink(missing_ok=True)
-    return node.run(
-        "api_docs.cjs",
-        GATEWAY_URL=e2e_gateway.url,
-        CHROMIUM=chromium,
-        SCREENSHOT=str(screenshot),
-    )
+def session(browse: Callable[..., dict[str, Any]], e2e_gateway: GatewayServer) -> dict[str, Any]:
+    return browse("api_docs.cjs", SCREENSHOT, GATEWAY_URL=e2e_gateway.url)
 
 
 def test_the_reference_shows_every_endpoint(session: dict[str, Any]) -> None:
@@ -64,6 +56,4 @@ def test_every_request_of_the_page_stays_on_127_0_0_1(session: dict[str, Any]) -
 
 
 def test_a_screenshot_of_the_reference_is_kept(session: dict[str, Any]) -> None:
-    data = Path(session["screenshot"]).read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(data) > 20_000  # a rendered page, not a blank one
+    assert_rendered(Path(session["screenshot"]))
