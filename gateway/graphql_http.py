@@ -185,13 +185,12 @@ class GraphQLEndpoint:
         """The pipeline's phases (gateway/pipeline.py) from the document on, with HTTP's
         own: the whole-response cache, GET for queries only, no subscriptions. Answers the
         GraphQL response; raises RequestRefused. `admit_viewer` may refuse the caller
-        once it is known, before anything runs (the REST facade's own-id paths)."""
+        once it is known and counted, before anything runs (the REST facade's own-id
+        paths)."""
         pipeline = self.pipeline
         document = pipeline.document(operation)
         api_key = request.header(b"x-api-key")
         viewer = await pipeline.authenticate(request.header(b"authorization"), api_key, client_ip)
-        if admit_viewer is not None:
-            admit_viewer(viewer)
         variables, operation_name = operation.variables, operation.operation_name
         extensions = operation.extensions
         request.note.viewer = "service" if viewer.service else viewer.subject
@@ -209,6 +208,8 @@ class GraphQLEndpoint:
         data = await pipeline.admit(
             pipeline.windows(viewer, api_key, client_ip), None if bypass else cache_key
         )
+        if admit_viewer is not None:  # counted in the incoming limits like any refusal
+            admit_viewer(viewer)
         if responses is not None and cache_key is not None:
             if bypass:
                 labelled(RESPONSE_CACHE, "bypass").inc()
