@@ -211,3 +211,40 @@ def test_cors_preflight_names_the_facades_methods(start: Callable[..., GatewaySe
         "/api/customers/1001", headers={"Origin": "https://evil.example.com"}
     )
     assert "access-control-allow-origin" not in elsewhere.headers
+
+
+@pytest.mark.parametrize("world", ["providers"], indirect=True)
+def test_a_repeated_get_is_answered_from_the_caches(providers: World) -> None:
+    world = providers
+    assert world.hubspot is not None
+    assert world.stripe is not None
+    path = f"/api/customers/{world.own.id}/invoices?first=3"
+    first = world.http.get(path, headers=world.own.auth)
+    assert first.status_code == 200
+    crm, billing = world.hubspot.count(), len(world.stripe.calls)
+    second = world.http.get(path, headers=world.own.auth)
+    assert second.json() == first.json()
+    assert second.headers["etag"] == first.headers["etag"]
+    # no provider call: the response or entity cache /graphql reads answered it
+    assert (world.hubspot.count(), len(world.stripe.calls)) == (crm, billing)
+
+
+def test_a_service_key_reads_any_customer(world: World) -> None:
+    service = {"X-API-Key": "test-service-key"}
+    response = world.http.get(f"/api/customers/{world.other.id}", headers=service)
+    assert response.status_code == 200
+    assert response.json()["id"] == world.other.id
+    wrong = world.http.get(f"/api/customers/{world.other.id}", headers={"X-API-Key": "guess"})
+    problem(wrong, 401, "UNAUTHENTICATED")
+
+
+def test_probing_another_id_counts_against_the_limit(
+    start: Callable[..., GatewayServer],
+) -> None:
+    gateway = start(rate_limit_viewer="2/60s")
+    auth = {"Authorization": f"Bearer {gateway.token('1001')}"}
+    for _ in range(2):
+        probe = gateway.http.put("/api/customers/1002", json={"name": "M"}, headers=auth)
+        problem(probe, 404, "NOT_FOUND")
+    limited = gateway.http.put("/api/customers/1002", json={"name": "M"}, headers=auth)
+    problem(limited, 429, "RATE_LIMITED")
