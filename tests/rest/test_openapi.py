@@ -4,7 +4,7 @@ and no answer the document does not allow)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,18 @@ def test_no_answer_breaks_the_document(
     case: Any, served: GatewayServer, customer_auth: dict[str, str]
 ) -> None:
     case.call_and_validate(base_url=served.url, headers=customer_auth, checks=CHECKS)
+
+
+def test_the_reference_page_follows_gateway_graphiql(
+    start: Callable[..., GatewayServer],
+) -> None:
+    on = start(gateway_graphiql=True)
+    page = on.http.get("/api/docs")
+    assert page.status_code == 200
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert on.http.get("/static/swagger-ui/start.js").status_code == 200
+    off = start(gateway_graphiql=False)
+    assert off.http.get("/api/docs").status_code == 404
+    assert off.http.get("/static/swagger-ui/swagger-ui-bundle.js").status_code == 404
+    assert off.http.get("/api/openapi.json").status_code == 200  # REST clients need it
