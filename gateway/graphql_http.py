@@ -1,4 +1,5 @@
-"""GraphQL over HTTP at /graphql, as a raw ASGI endpoint.
+"""GraphQL over HTTP at /graphql, as a raw ASGI endpoint. Its exchange (`respond`) and its
+phases from the document on (`GraphQLEndpoint.run`) serve the REST facade too (gateway/rest/).
 
 Raw ASGI rather than a Starlette route: the response-cache hit path is the hottest path of
 the gateway (DESIGN §12: warm pages are measured in thousands per second), and here it costs
