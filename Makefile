@@ -40,7 +40,7 @@ test-latest: assets
 	$(VENV)-latest/bin/pytest -q -p no:cacheprovider
 
 assets: $(STAMP)
-	$(BIN)/python scripts/fetch_graphiql.py
+	$(BIN)/python scripts/fetch_assets.py
 
 run: assets
 	$(BIN)/portal-gateway serve

@@ -35,8 +35,9 @@ from gateway.errors import BadUserInput, BodyTimeout, RequestRefused
 from gateway.events.runtime import EventRuntime
 from gateway.graphql_http import GraphQLEndpoint, Receive, Scope, Send
 from gateway.graphql_ws import GraphQLWebSocket
-from gateway.persisted import PersistedDocuments, load_manifest
+from gateway.persisted import PersistedDocuments, load_manifest, sha256
 from gateway.pipeline import OperationPipeline
+from gateway.rest import OPERATIONS, RestEndpoint, openapi_document
 from gateway.schema import build_schema
 from gateway.schema.execution import GraphQLExecutor
 from gateway.schema.internals import graphql_schema
@@ -52,6 +53,7 @@ __all__ = ["create_app", "served_app"]
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+API_DOCS_HTML = Path(__file__).parent / "templates" / "api-docs.html"
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -114,6 +116,8 @@ class Gateway:
             if settings.persisted_queries_manifest
             else {}
         )
+        # the REST facade's documents are the gateway's own: registered under any policy
+        manifest = {**manifest, **{sha256(op.document): op.document for op in OPERATIONS}}
         documents = PersistedDocuments(
             settings.persisted_queries, manifest, self.services.backend, settings.cache_prefix
         )
@@ -136,6 +140,13 @@ class Gateway:
             Cors(settings.cors_origins),
             max_body_bytes=settings.request_max_bytes,
             graphiql=settings.graphiql,
+        )
+        self.rest = RestEndpoint(
+            self.graphql,
+            orjson.dumps(openapi_document(graphql_schema(self.schema))),
+            API_DOCS_HTML.read_bytes() if settings.graphiql else None,
+            settings.cors_origins,
+            max_body_bytes=settings.request_max_bytes,
         )
         self.events = EventRuntime(settings, self.services.backend, self.services.sources.crm)
         self.services.live = self.events.live
@@ -356,13 +367,15 @@ async def _refused(_request: Request, error: Exception) -> Response:
 
 
 class GatewayApp:
-    """HTTP /graphql goes straight to its raw ASGI endpoint; everything else to Starlette.
+    """HTTP /graphql and /api/... go straight to their raw ASGI endpoints; everything else to
+    Starlette.
     Every HTTP request's body is read within HTTP_BODY_TIMEOUT (gateway.body_deadline)."""
 
     def __init__(self, app: Starlette, gateway: Gateway) -> None:
         self.app = app
         self.state = app.state
         self._graphql = gateway.graphql
+        self._rest = gateway.rest
         self._bodies = BodyDeadlines(gateway.settings.http_body_timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -370,7 +383,10 @@ class GatewayApp:
             await self.app(scope, receive, send)
             return
         receive, send = self._bodies.request(scope, receive, send)
-        if scope["path"] == "/graphql":
+        path = scope["path"]
+        if path == "/graphql":
             await self._graphql(scope, receive, send)
+        elif path.startswith("/api/"):
+            await self._rest(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -1,4 +1,4 @@
-"""CORS for /graphql: only the origins of CORS_ORIGINS get access headers."""
+"""CORS for /graphql and /api: only the origins of CORS_ORIGINS get access headers."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ __all__ = ["Cors"]
 
 _ALLOW_HEADERS = (
     b"authorization, content-type, x-api-key, x-request-id, apollo-require-preflight, "
-    b"x-apollo-operation-name, cache-control, if-none-match"
+    b"x-apollo-operation-name, cache-control, if-none-match, idempotency-key"
 )
 
 
 class Cors:
-    def __init__(self, origins: Sequence[str]) -> None:
+    def __init__(self, origins: Sequence[str], methods: bytes = b"GET, POST, OPTIONS") -> None:
+        self.methods = methods
         self.any = "*" in origins
         self.origins = {o.rstrip("/").encode() for o in origins if o != "*"}
 
@@ -24,11 +25,11 @@ class Cors:
         headers = [
             (b"access-control-allow-origin", b"*" if self.any else origin),
             (b"vary", b"Origin"),
-            (b"access-control-expose-headers", b"etag, x-request-id, retry-after"),
+            (b"access-control-expose-headers", b"etag, x-request-id, retry-after, link, location"),
         ]
         if method == "OPTIONS":
             headers += [
-                (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                (b"access-control-allow-methods", self.methods),
                 (b"access-control-allow-headers", _ALLOW_HEADERS),
                 (b"access-control-max-age", b"600"),
             ]

@@ -1,4 +1,5 @@
-"""GraphQL over HTTP at /graphql, as a raw ASGI endpoint.
+"""GraphQL over HTTP at /graphql, as a raw ASGI endpoint. Its exchange (`respond`) and its
+phases from the document on (`GraphQLEndpoint.run`) serve the REST facade too (gateway/rest/).
 
 Raw ASGI rather than a Starlette route: the response-cache hit path is the hottest path of
 the gateway (DESIGN §12: warm pages are measured in thousands per second), and here it costs
@@ -19,6 +20,7 @@ import orjson
 from graphql import OperationType
 
 from gateway import tracing
+from gateway.auth import Viewer
 from gateway.cache.entity import DeferredWrites, deferred_writes
 from gateway.cache.response import CachedResponse, ResponseCache, with_cache_extension
 from gateway.context import Context, Services
@@ -37,7 +39,15 @@ from gateway.observability import (
 )
 from gateway.pipeline import Operation, OperationPipeline, json_object
 
-__all__ = ["GraphQLEndpoint", "error_body"]
+__all__ = [
+    "Answer",
+    "GraphQLEndpoint",
+    "HttpRequest",
+    "error_body",
+    "loads",
+    "read_body",
+    "respond",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +87,17 @@ def error_body(message: str, code: str, **extensions: Any) -> bytes:
     )
 
 
-class _Request:
-    """What the endpoint reads of one HTTP request."""
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
-    __slots__ = ("after", "fills", "headers", "method", "note", "query_string")
+
+class HttpRequest:
+    """What an endpoint (/graphql, /api) reads of one HTTP request."""
+
+    __slots__ = ("after", "fills", "headers", "method", "note", "path", "query_string")
 
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
+        self.path: str = scope["path"]
         self.query_string: bytes = scope.get("query_string", b"")
         # header names arrive lower-cased; the last of repeated headers wins
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
@@ -118,48 +132,11 @@ class GraphQLEndpoint:
         self._graphiql = GRAPHIQL_HTML.read_bytes() if graphiql else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        request = _Request(scope)
-        request_id = request_id_from(request.header(b"x-request-id"))
-        token = request_id_var.set(request_id)
-        note_token = request_note_var.set(request.note)
-        span = tracing.start_request(request.method, "/graphql", request.headers)
-        status = 500
-        try:
-            client = scope.get("client")
-            client_ip = client[0] if client else "unknown"
-            status, headers, body = await self._answer(request, receive, request_id, client_ip)
-            headers.append((b"x-request-id", request_id.encode()))
-            headers.extend(_SECURITY_HEADERS)
-            headers.extend(self.cors.headers(request.headers.get(b"origin"), request.method))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        finally:
-            seconds = time.perf_counter() - started
-            labelled(REQUESTS, "graphql", str(status)).inc()
-            labelled(REQUEST_SECONDS, "graphql").observe(seconds)
-            log_request(request.note, status, seconds)
-            if span is not None:
-                note = request.note
-                tracing.end_request(
-                    span,
-                    status,
-                    {"graphql.operation.name": note.operation, "gateway.cache": note.cache},
-                )
-            if request.fills is not None:
-                request.fills.release()
-            if request.after:
-                # The answer is out; this request's cache fills finish now, in its own task.
-                # A next request of the same client is read after they were sent to the
-                # cache (they were scheduled before its bytes could arrive), and an ASGI
-                # test client sees them done when its call returns.
-                await _finish(request.after)
-            request_note_var.reset(note_token)
-            request_id_var.reset(token)
+        await respond(scope, receive, send, "graphql", self._answer, self.cors)
 
     async def _answer(
-        self, request: _Request, receive: Receive, request_id: str, client_ip: str
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        self, request: HttpRequest, receive: Receive, request_id: str, client_ip: str
+    ) -> Answer:
         if request.method == "OPTIONS":
             return 204, [], b""
         if request.method not in ("GET", "POST"):
@@ -185,12 +162,10 @@ class GraphQLEndpoint:
             return refused.status, headers, orjson.dumps({"errors": refused.errors})
 
     async def _run(
-        self, request: _Request, receive: Receive, request_id: str, client_ip: str
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """The pipeline's phases (gateway/pipeline.py) around HTTP's own: CSRF, the
-        whole-response cache, GET for queries only, no subscriptions."""
-        pipeline = self.pipeline
-        operation = await _read_operation(pipeline, request, receive, self.max_body_bytes)
+        self, request: HttpRequest, receive: Receive, request_id: str, client_ip: str
+    ) -> Answer:
+        """HTTP's own decode phase and CSRF check, then `run`."""
+        operation = await _read_operation(self.pipeline, request, receive, self.max_body_bytes)
         if request.method == "GET" and not any(h in request.headers for h in _PREFLIGHT):
             # a header a cross-site page cannot send without a CORS preflight
             raise RequestRefused(
@@ -198,6 +173,22 @@ class GraphQLEndpoint:
                 "a GET query needs an Authorization, X-API-Key or "
                 "Apollo-Require-Preflight header (CSRF protection)",
             )
+        return await self.run(request, operation, request_id, client_ip)
+
+    async def run(
+        self,
+        request: HttpRequest,
+        operation: Operation,
+        request_id: str,
+        client_ip: str,
+        admit_viewer: Callable[[Viewer], None] | None = None,
+    ) -> Answer:
+        """The pipeline's phases (gateway/pipeline.py) from the document on, with HTTP's
+        own: the whole-response cache, GET for queries only, no subscriptions. Answers the
+        GraphQL response; raises RequestRefused. `admit_viewer` may refuse the caller
+        once it is known and counted, before anything runs (the REST facade's own-id
+        paths)."""
+        pipeline = self.pipeline
         document = pipeline.document(operation)
         api_key = request.header(b"x-api-key")
         viewer = await pipeline.authenticate(request.header(b"authorization"), api_key, client_ip)
@@ -218,6 +209,8 @@ class GraphQLEndpoint:
         data = await pipeline.admit(
             pipeline.windows(viewer, api_key, client_ip), None if bypass else cache_key
         )
+        if admit_viewer is not None:  # counted in the incoming limits like any refusal
+            admit_viewer(viewer)
         if responses is not None and cache_key is not None:
             if bypass:
                 labelled(RESPONSE_CACHE, "bypass").inc()
@@ -282,15 +275,65 @@ class GraphQLEndpoint:
         await cache.guarded(self.responses.store(key, entry, context.touched_tags))
 
 
+async def respond(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    endpoint: str,
+    answer: Callable[[HttpRequest, Receive, str, str], Awaitable[Answer]],
+    cors: Cors,
+    route: str | None = None,
+) -> None:
+    """One HTTP exchange of a GraphQL-executing endpoint: request id, log line, trace span,
+    metrics (gateway_requests_total{endpoint}), security and CORS headers, and the cache
+    fills that finish after the answer went out. `answer` makes the answer."""
+    started = time.perf_counter()
+    request = HttpRequest(scope)
+    request_id = request_id_from(request.header(b"x-request-id"))
+    token = request_id_var.set(request_id)
+    note_token = request_note_var.set(request.note)
+    span = tracing.start_request(request.method, route or request.path, request.headers)
+    status = 500
+    try:
+        client = scope.get("client")
+        client_ip = client[0] if client else "unknown"
+        status, headers, body = await answer(request, receive, request_id, client_ip)
+        headers.append((b"x-request-id", request_id.encode()))
+        headers.extend(_SECURITY_HEADERS)
+        headers.extend(cors.headers(request.headers.get(b"origin"), request.method))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    finally:
+        seconds = time.perf_counter() - started
+        labelled(REQUESTS, endpoint, str(status)).inc()
+        labelled(REQUEST_SECONDS, endpoint).observe(seconds)
+        log_request(request.note, status, seconds)
+        if span is not None:
+            note = request.note
+            tracing.end_request(
+                span,
+                status,
+                {"graphql.operation.name": note.operation, "gateway.cache": note.cache},
+            )
+        if request.fills is not None:
+            request.fills.release()
+        if request.after:
+            # The answer is out; this request's cache fills finish now, in its own task.
+            # A next request of the same client is read after they were sent to the
+            # cache (they were scheduled before its bytes could arrive), and an ASGI
+            # test client sees them done when its call returns.
+            await _finish(request.after)
+        request_note_var.reset(note_token)
+        request_id_var.reset(token)
+
+
 async def _finish(after: list[Awaitable[object]]) -> None:
     for failed in await asyncio.gather(*after, return_exceptions=True):
         if isinstance(failed, Exception):
             log.error("a cache fill failed", exc_info=failed)
 
 
-def _cached(
-    request: _Request, cached: CachedResponse, report: bool, hit: bool
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _cached(request: HttpRequest, cached: CachedResponse, report: bool, hit: bool) -> Answer:
     etag = cached.etag.encode()
     headers = [(b"etag", etag), (b"cache-control", b"private, no-cache")]
     if request.method == "GET" and request.headers.get(b"if-none-match") == etag:
@@ -302,7 +345,7 @@ def _cached(
 
 
 async def _read_operation(
-    pipeline: OperationPipeline, request: _Request, receive: Receive, max_bytes: int
+    pipeline: OperationPipeline, request: HttpRequest, receive: Receive, max_bytes: int
 ) -> Operation:
     """The pipeline's decode phase for HTTP: GET parameters or a bounded JSON body."""
     if request.method == "GET":
@@ -311,18 +354,19 @@ async def _read_operation(
         raw_extensions = params.get("extensions")
         return pipeline.checked(
             params.get("query", ""),
-            json_object(_loads(raw_variables) if raw_variables else None, "variables"),
+            json_object(loads(raw_variables) if raw_variables else None, "variables"),
             params.get("operationName") or None,
-            json_object(_loads(raw_extensions) if raw_extensions else None, "extensions"),
+            json_object(loads(raw_extensions) if raw_extensions else None, "extensions"),
         )
     content_type = request.headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         # also what keeps plain HTML forms (CSRF) from reaching the executor
         raise RequestRefused(415, "send GraphQL as POST with Content-Type: application/json")
-    return pipeline.operation(_loads(await _read_body(request, receive, max_bytes)))
+    return pipeline.operation(loads(await read_body(request, receive, max_bytes)))
 
 
-def _loads(data: bytes | str) -> Any:
+def loads(data: bytes | str) -> Any:
+    """Decoded JSON, or a 400 refusal."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -330,7 +374,8 @@ def _loads(data: bytes | str) -> Any:
         raise RequestRefused(400, "the body is not valid JSON") from None
 
 
-async def _read_body(request: _Request, receive: Receive, max_bytes: int) -> bytes:
+async def read_body(request: HttpRequest, receive: Receive, max_bytes: int) -> bytes:
+    """The request body, at most `max_bytes` (REQUEST_MAX_BYTES), else a 413 refusal."""
     declared = request.headers.get(b"content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise RequestRefused(413, "the request body is too large")

@@ -24,7 +24,7 @@ from gateway.cache.base import CacheBackend
 from gateway.cache.bounded import BoundedLRU
 from gateway.errors import RequestRefused
 
-__all__ = ["Document", "PersistedDocuments", "load_manifest"]
+__all__ = ["Document", "PersistedDocuments", "load_manifest", "sha256"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 APQ_TTL = 30 * 86_400

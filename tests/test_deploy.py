@@ -277,7 +277,7 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_a_healthcheck() -> None:
     (healthcheck,) = [a for op, a in runtime if op == "HEALTHCHECK"]
     assert "/healthz" in healthcheck
     build = instructions[: len(instructions) - len(runtime)]
-    assert any(op == "RUN" and "scripts/fetch_graphiql.py" in a for op, a in build)
+    assert any(op == "RUN" and "scripts/fetch_assets.py" in a for op, a in build)
     assert ("ENTRYPOINT", '["portal-gateway"]') in runtime
 
 
@@ -286,7 +286,9 @@ def test_dockerfile_copies_only_what_exists() -> None:
         if op == "COPY" and not argument.startswith("--from"):
             source = argument.split()[0]
             assert (ROOT / source).exists(), source
-    assert "static/graphiql/*" in (ROOT / "pyproject.toml").read_text()  # in the wheel
+    package_data = (ROOT / "pyproject.toml").read_text()
+    assert "static/graphiql/*" in package_data  # in the wheel
+    assert "static/swagger-ui/*" in package_data
 
 
 def test_the_image_installs_only_what_the_lock_pins_build_backend_included() -> None:

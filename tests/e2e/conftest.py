@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -68,6 +68,27 @@ def chromium() -> str:
 def artifacts_dir() -> Path:
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     return ARTIFACTS_DIR
+
+
+@pytest.fixture(scope="session")
+def browse(node: Node, chromium: str, artifacts_dir: Path) -> Callable[..., dict[str, Any]]:
+    """browse(script, screenshot, **env): the report of one page session of js/`script`
+    (js/chromium.cjs: loopback only, every request recorded), its screenshot kept in
+    test-artifacts/`screenshot`."""
+
+    def run(script: str, screenshot: str, **env: str) -> dict[str, Any]:
+        path = artifacts_dir / screenshot
+        path.unlink(missing_ok=True)
+        return node.run(script, CHROMIUM=chromium, SCREENSHOT=str(path), **env)
+
+    return run
+
+
+def assert_rendered(screenshot: Path) -> None:
+    """A PNG of a rendered page, not of a blank one."""
+    data = screenshot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 20_000
 
 
 @contextlib.contextmanager

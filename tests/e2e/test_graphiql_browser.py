@@ -8,6 +8,7 @@ the page makes must go to 127.0.0.1. The screenshot is kept in test-artifacts/.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,24 +16,16 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import GatewayServer
-from tests.e2e.node import Node
+from tests.e2e.conftest import assert_rendered
 
 SCREENSHOT = "graphiql-portal-home.png"
 
 
 @pytest.fixture(scope="module")
-def session(
-    node: Node, chromium: str, e2e_gateway: GatewayServer, artifacts_dir: Path
-) -> dict[str, Any]:
+def session(browse: Callable[..., dict[str, Any]], e2e_gateway: GatewayServer) -> dict[str, Any]:
     """One browser session's report (what the page showed, sent and requested)."""
-    screenshot = artifacts_dir / SCREENSHOT
-    screenshot.unlink(missing_ok=True)
-    return node.run(
-        "graphiql.cjs",
-        GATEWAY_URL=e2e_gateway.url,
-        TOKEN=e2e_gateway.token("1001"),
-        CHROMIUM=chromium,
-        SCREENSHOT=str(screenshot),
+    return browse(
+        "graphiql.cjs", SCREENSHOT, GATEWAY_URL=e2e_gateway.url, TOKEN=e2e_gateway.token("1001")
     )
 
 
@@ -74,9 +67,7 @@ def test_every_request_of_the_page_stays_on_127_0_0_1(session: dict[str, Any]) -
 def test_a_screenshot_of_the_answer_is_kept(session: dict[str, Any]) -> None:
     screenshot = Path(session["screenshot"])
     assert screenshot.name == SCREENSHOT
-    data = screenshot.read_bytes()
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(data) > 20_000  # a rendered page, not a blank one
+    assert_rendered(screenshot)
 
 
 def test_the_docs_explorer_works_before_a_token_is_set(session: dict[str, Any]) -> None:

@@ -7,22 +7,11 @@
 // stdout: one JSON report (the Python test asserts on it)
 'use strict';
 
-const { chromium } = require('playwright-core');
+const { openPage, runReporting } = require('./chromium.cjs');
 
 const GATEWAY_URL = process.env.GATEWAY_URL;
 const TOKEN = process.env.TOKEN;
-const report = {
-  requests: [],
-  external: [],
-  pageErrors: [],
-  graphqlResponses: [],
-};
-
-function isLocal(url) {
-  const { protocol, hostname } = new URL(url);
-  if (protocol === 'data:' || protocol === 'blob:' || protocol === 'about:') return true;
-  return hostname === '127.0.0.1';
-}
+const report = { graphqlResponses: [] };
 
 // the text of the CodeMirror 5 editor inside `selector`, as GraphiQL holds it
 function editorValue(page, selector) {
@@ -30,37 +19,8 @@ function editorValue(page, selector) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM,
-    headless: true,
-    chromiumSandbox: false,
-    args: [
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // nothing but loopback resolves, so a stray request cannot leave the machine either
-      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-    ],
-  });
+  const { browser, page } = await openPage(report, { width: 1400, height: 1000 });
   try {
-    const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
-    const seen = (url) => {
-      report.requests.push(url);
-      if (!isLocal(url) && !report.external.includes(url)) report.external.push(url);
-    };
-    await context.route('**/*', (route) => {
-      const url = route.request().url();
-      if (isLocal(url)) return route.continue();
-      seen(url);
-      return route.abort('blockedbyclient');
-    });
-    const page = await context.newPage();
-    page.on('request', (request) => seen(request.url()));
-    page.on('websocket', (socket) => seen(socket.url()));
-    page.on('pageerror', (error) => report.pageErrors.push(String(error)));
     page.on('response', (response) => {
       const request = response.request();
       if (request.method() !== 'POST' || !response.url().endsWith('/graphql')) return;
@@ -122,10 +82,4 @@ async function main() {
   }
 }
 
-main()
-  .catch((error) => {
-    report.failure = error && error.stack ? error.stack : String(error);
-  })
-  .finally(() => {
-    process.stdout.write(JSON.stringify(report) + '\n');
-  });
+runReporting(report, main);

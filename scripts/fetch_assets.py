@@ -1,6 +1,8 @@
-"""Fetch GraphiQL and React from the npm registry into gateway/static/graphiql/.
+"""Fetch the browser pages' assets from the npm registry: GraphiQL and React into
+gateway/static/graphiql/, Swagger UI (the REST facade's reference at /api/docs) into
+gateway/static/swagger-ui/.
 
-Run at setup (`make run`, `make test`), so the explorer works with no internet at run
+Run at setup (`make run`, `make test`), so both pages work with no internet at run
 time and nothing third-party is committed. Each tarball is checked against the
 registry's sha512 integrity before anything is extracted.
 """
@@ -19,10 +21,10 @@ import urllib.request
 from pathlib import Path
 
 REGISTRY = os.environ.get("NPM_REGISTRY", "https://registry.npmjs.org").rstrip("/")
-TARGET = Path(__file__).resolve().parent.parent / "gateway" / "static" / "graphiql"
+STATIC = Path(__file__).resolve().parent.parent / "gateway" / "static"
 
-# package, version, {path in tarball: file name in TARGET}
-PACKAGES = [
+# package, version, {path in tarball: file name in the target folder}
+GRAPHIQL = [
     ("react", "18.3.1", {"package/umd/react.production.min.js": "react.production.min.js"}),
     (
         "react-dom",
@@ -39,7 +41,19 @@ PACKAGES = [
     ),
 ]
 
-START_JS = """// Starts GraphiQL against this gateway's /graphql (same origin, nothing external).
+SWAGGER_UI = [
+    (
+        "swagger-ui-dist",
+        "5.36.0",
+        {
+            "package/swagger-ui-bundle.js": "swagger-ui-bundle.js",
+            "package/swagger-ui.css": "swagger-ui.css",
+        },
+    ),
+]
+
+GRAPHIQL_START_JS = """// Starts GraphiQL against this gateway's /graphql
+// (same origin, nothing external).
 (function () {
   var fetcher = GraphiQL.createFetcher({ url: window.location.origin + '/graphql' });
   var query = [
@@ -67,6 +81,20 @@ START_JS = """// Starts GraphiQL against this gateway's /graphql (same origin, n
 """
 
 
+SWAGGER_UI_START_JS = """// Starts Swagger UI on this gateway's /api/openapi.json
+// (same origin, nothing external).
+(function () {
+  window.ui = SwaggerUIBundle({
+    url: window.location.origin + '/api/openapi.json',
+    dom_id: '#swagger-ui',
+    deepLinking: true,
+    validatorUrl: null,
+    tryItOutEnabled: false,
+  });
+})();
+"""
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (https registry)
         return bytes(response.read())
@@ -87,22 +115,28 @@ def fetch(package: str, version: str, files: dict[str, str], target: Path) -> No
             (target / name).write_bytes(extracted.read())
 
 
-def main() -> int:
-    marker = TARGET / ".versions"
-    start_digest = hashlib.sha256(START_JS.encode()).hexdigest()[:16]
-    wanted = json.dumps([[p, v] for p, v, _ in PACKAGES] + [["start.js", start_digest]])
+def install(packages: list[tuple[str, str, dict[str, str]]], start_js: str, target: Path) -> None:
+    """`packages` and their start script into `target`, unless the same versions are there."""
+    marker = target / ".versions"
+    start_digest = hashlib.sha256(start_js.encode()).hexdigest()[:16]
+    wanted = json.dumps([[p, v] for p, v, _ in packages] + [["start.js", start_digest]])
     if marker.exists() and marker.read_text() == wanted:
-        return 0
-    tmp = TARGET.with_name("graphiql.tmp")
+        return
+    tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for package, version, files in PACKAGES:
+    for package, version, files in packages:
         fetch(package, version, files, tmp)
-    (tmp / "start.js").write_text(START_JS)
+    (tmp / "start.js").write_text(start_js)
     (tmp / ".versions").write_text(wanted)
-    shutil.rmtree(TARGET, ignore_errors=True)
-    tmp.rename(TARGET)
-    print(f"GraphiQL assets in {TARGET}", file=sys.stderr)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    print(f"assets in {target}", file=sys.stderr)
+
+
+def main() -> int:
+    install(GRAPHIQL, GRAPHIQL_START_JS, STATIC / "graphiql")
+    install(SWAGGER_UI, SWAGGER_UI_START_JS, STATIC / "swagger-ui")
     return 0
 
 
