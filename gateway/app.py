@@ -23,10 +23,9 @@ from starlette.staticfiles import StaticFiles
 from gateway import tracing
 from gateway.auth import Authenticator
 from gateway.body_deadline import BodyDeadlines
-from gateway.cache.base import CacheBackend
+from gateway.cache import build_cache_backend
 from gateway.cache.entity import EntityCache
 from gateway.cache.incoming import IncomingLimits
-from gateway.cache.memory import MemoryCache
 from gateway.cache.response import ResponseCache
 from gateway.context import Services
 from gateway.cors import Cors
@@ -64,14 +63,6 @@ def _error_response(status: int, message: str, code: str, **extensions: Any) -> 
     return _json(
         {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}, status
     )
-
-
-def build_cache_backend(settings: Settings) -> CacheBackend:
-    if settings.redis_url:
-        from gateway.cache.redis import RedisCache
-
-        return RedisCache(settings.redis_url)
-    return MemoryCache()
 
 
 def build_services(settings: Settings) -> Services:

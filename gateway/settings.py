@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.encryption import GENERATE_KEY_HINT, DataCipher, load_dev_data_key
+
 __all__ = ["DEFAULT_RATE_LIMITS", "RateLimit", "Settings", "load_dev_secret"]
 
 DEV_SECRET_FILE = Path(".dev-secret")
@@ -212,6 +214,8 @@ class Settings(BaseSettings):
     webhook_tolerance: int = 300
     public_base_url: str | None = None
     token_encryption_key: SecretStr | None = None
+    # keys sealing customer data in Redis and event backends, newest first (gateway/encryption.py)
+    data_encryption_keys: SecretStr | None = None
     persisted_queries: Literal["off", "apq", "only"] = "off"
     persisted_queries_manifest: Path | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -284,6 +288,13 @@ class Settings(BaseSettings):
             RateLimit.parse(value)
         return value
 
+    @field_validator("data_encryption_keys")
+    @classmethod
+    def _check_data_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            DataCipher.from_setting(value.get_secret_value())  # names the bad entry, not its value
+        return value
+
     def incoming_limit(self, kind: str) -> RateLimit | None:
         """The incoming limit of "viewer", "service" or "ip"; None when off."""
         value = getattr(self, f"rate_limit_{kind}")
@@ -327,6 +338,11 @@ class Settings(BaseSettings):
                 problems.append(
                     f"{kind.upper()}_SOURCE=sandbox serves demo data: configure a real provider"
                 )
+        if self.data_encryption_keys is None:
+            problems.append(
+                "DATA_ENCRYPTION_KEYS is unset: customer data in Redis and the event queue "
+                "would be stored unencrypted; " + GENERATE_KEY_HINT
+            )
         if self.persisted_queries == "only" and self.persisted_queries_manifest is None:
             problems.append("PERSISTED_QUERIES=only needs PERSISTED_QUERIES_MANIFEST")
         if self.gateway_introspection is None:
@@ -375,6 +391,15 @@ class Settings(BaseSettings):
     def ttl(self, kind: str) -> int:
         """Fresh TTL in seconds of a cache kind (crm, billing, helpdesk, files)."""
         return int(getattr(self, f"cache_ttl_{kind}"))
+
+    def data_cipher(self) -> DataCipher:
+        """The cipher of DATA_ENCRYPTION_KEYS; in development, without it, of a key generated
+        once into .dev-data-key (production refuses to start without the setting)."""
+        if self.data_encryption_keys is not None:
+            return DataCipher.from_setting(self.data_encryption_keys.get_secret_value())
+        if self.production:
+            raise ValueError("DATA_ENCRYPTION_KEYS is unset; " + GENERATE_KEY_HINT)
+        return DataCipher.from_setting(load_dev_data_key())
 
     def dev_secret(self) -> str | None:
         """The HS256 secret for dev tokens; generated once into .dev-secret in development."""

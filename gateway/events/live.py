@@ -2,7 +2,8 @@
 
 `LiveHub.listen(customer_id)` yields the events of one customer as they are published.
 `RedisLiveHub` also publishes each event on one Redis channel and delivers what other
-replicas publish there, so a webhook taken in by any replica reaches every subscriber.
+replicas publish there, so a webhook taken in by any replica reaches every subscriber;
+what crosses Redis is sealed (DATA_ENCRYPTION_KEYS) with the channel name as associated data.
 Live updates are best effort (a subscriber that was not connected misses the event);
 the durable path is the bus.
 """
@@ -21,7 +22,9 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from gateway.domain import DomainEvent
+from gateway.encryption import DataCipher, Undecryptable
 from gateway.events.codec import AnyEvent
+from gateway.observability import CACHE_UNDECRYPTABLE, labelled
 
 __all__ = ["LiveHub", "LiveSubscription", "RedisLiveHub"]
 
@@ -120,10 +123,17 @@ _decoder = msgspec.json.Decoder(_IncomingEnvelope)
 class RedisLiveHub(LiveHub):
     """Also publishes on a Redis channel and delivers what other replicas publish there."""
 
-    def __init__(self, client: redis.asyncio.Redis, channel: str, queue_size: int = 100) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        channel: str,
+        cipher: DataCipher,
+        queue_size: int = 100,
+    ) -> None:
         super().__init__(queue_size)
         self.client = client
         self.channel = channel
+        self.cipher = cipher
         self._origin = secrets.token_hex(8)
         self._pubsub: redis.asyncio.client.PubSub | None = None
         self._task: asyncio.Task[None] | None = None
@@ -131,7 +141,10 @@ class RedisLiveHub(LiveHub):
     async def publish(self, event: DomainEvent) -> None:
         self.dispatch(event)
         try:
-            await self.client.publish(self.channel, _encoder.encode(_Envelope(self._origin, event)))
+            message = _encoder.encode(_Envelope(self._origin, event))
+            await self.client.publish(
+                self.channel, self.cipher.seal(message, self.channel.encode())
+            )
         except (RedisError, OSError) as error:
             log.warning(
                 "live update not sent to other replicas: %s",
@@ -161,7 +174,13 @@ class RedisLiveHub(LiveHub):
             if message is None or message.get("type") != "message":
                 continue
             try:
-                envelope = _decoder.decode(message["data"])
+                plaintext = self.cipher.open(message["data"], self.channel.encode())
+            except Undecryptable as why:
+                labelled(CACHE_UNDECRYPTABLE, "live").inc()
+                log.warning("ignored a live update that did not decrypt: %s", why)
+                continue
+            try:
+                envelope = _decoder.decode(plaintext)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 log.warning("ignored an undecodable live update")
                 continue

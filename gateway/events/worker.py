@@ -208,16 +208,14 @@ class Worker:
 
 
 async def _serve(settings: Settings) -> None:
-    from gateway.cache.memory import MemoryCache
-    from gateway.cache.redis import RedisCache
+    from gateway.cache import build_cache_backend
     from gateway.events.notify import build_notifier
     from gateway.events.runtime import build_bus, redis_client
     from gateway.sources.registry import build_sources
 
     client = redis_client(settings.redis_url) if settings.redis_url else None
-    # as gateway.app.build_cache_backend, without importing the app (and its schema)
-    backend: CacheBackend = RedisCache(settings.redis_url) if settings.redis_url else MemoryCache()
-    redis_for_sources = backend.client if isinstance(backend, RedisCache) else None
+    backend = build_cache_backend(settings)
+    redis_for_sources = getattr(backend, "client", None)  # Redis shares its pool
     sources = build_sources(settings, redis_for_sources)
     bus = build_bus(settings, client)
     notifier = build_notifier(settings)
