@@ -9,6 +9,7 @@ import logging
 import msgspec
 
 from gateway.domain import (
+    CustomerDeleted,
     CustomerUpdated,
     DomainEvent,
     FileDeleted,
@@ -34,12 +35,19 @@ log = logging.getLogger(__name__)
 
 # Every concrete event; the "type" tag (the class name) picks one when decoding.
 AnyEvent = (
-    InvoicePaid | InvoiceUpdated | CustomerUpdated | TicketUpdated | FileUploaded | FileDeleted
+    InvoicePaid
+    | InvoiceUpdated
+    | CustomerUpdated
+    | CustomerDeleted
+    | TicketUpdated
+    | FileUploaded
+    | FileDeleted
 )
 EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     InvoicePaid,
     InvoiceUpdated,
     CustomerUpdated,
+    CustomerDeleted,
     TicketUpdated,
     FileUploaded,
     FileDeleted,

@@ -136,6 +136,9 @@ class RabbitMQBus:
         )
         await message.ack()
 
+    async def erase_customer(self, customer_id: str) -> int:
+        return 0  # a queue deletes only what it handed out (EventBus.erase_customer)
+
     async def oldest_age(self) -> float | None:
         # AMQP tells no message ages: the broker's own metrics (rabbitmq_prometheus) do
         return None

@@ -193,6 +193,35 @@ class RedisStreamsBus:
             pipe.xack(self.stream, self.group, message_id)
             await pipe.execute()
 
+    async def erase_customer(self, customer_id: str) -> int:
+        """Reads both streams through, a page at a time, and deletes (and acknowledges) the
+        entries whose event concerns the customer. Entries that do not open are left to the
+        worker, which dead-letters them."""
+        erased = 0
+        for stream in (self.stream, self.dead_stream):
+            start = "-"
+            while True:
+                page: Any = await self.client.xrange(stream, min=start, count=500)
+                if not page:
+                    break
+                doomed = []
+                for message_id, fields in page:
+                    try:
+                        event = open_event(self.cipher, stream, fields.get(b"e", b""))
+                    except UNREADABLE:
+                        continue
+                    if event.customer_id == customer_id:
+                        doomed.append(message_id)
+                if doomed:
+                    async with self.client.pipeline(transaction=True) as pipe:
+                        if stream == self.stream:
+                            pipe.xack(stream, self.group, *doomed)
+                        pipe.xdel(stream, *doomed)
+                        await pipe.execute()
+                    erased += len(doomed)
+                start = "(" + _text(page[-1][0])
+        return erased
+
     async def oldest_age(self) -> float | None:
         """From stream ids (milliseconds of Redis's clock): the oldest pending message, or
         else the first one the group has not been handed yet."""

@@ -128,6 +128,9 @@ class SqsBus:
             self._client.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt
         )
 
+    async def erase_customer(self, customer_id: str) -> int:
+        return 0  # a queue deletes only what it handed out (EventBus.erase_customer)
+
     async def oldest_age(self) -> float | None:
         # SQS's queue attributes hold no age: CloudWatch's ApproximateAgeOfOldestMessage does
         return None

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from prometheus_client import start_http_server
 
 from gateway.cache.base import CacheBackend
-from gateway.domain import Customer, DomainEvent
+from gateway.domain import Customer, CustomerDeleted, DomainEvent
 from gateway.events.bus import Delivery, EventBus
 from gateway.events.notify import Notification, Notifier, notifications_for, wants_notification
 from gateway.observability import EVENTS_LAG
@@ -174,6 +174,11 @@ class Worker:
         return "done"
 
     async def _process(self, event: DomainEvent) -> None:
+        if isinstance(event, CustomerDeleted) and event.customer_id:
+            # the gateway erased the cache when it took the event in; the queue is ours
+            erased = await self.bus.erase_customer(event.customer_id)
+            log.info("erased customer's queued events", extra={"erased": erased})
+            return
         if event.customer_id is None or not wants_notification(event):
             return
         [found] = await self.crm.customers([event.customer_id])

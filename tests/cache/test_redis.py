@@ -20,6 +20,7 @@ from gateway.cache.entity import DeferredWrites, EntityCache, StaleHit, deferred
 from gateway.cache.redis import RedisCache
 from gateway.errors import IntegrationUnavailable
 from tests.cache.redis_process import redis_on_port
+from tests.conftest import DATA_CIPHER
 from tests.servers import free_port, redis_server
 
 RETRY = 0.3  # retry_interval of the outage tests: short, yet far longer than a skipped call
@@ -93,6 +94,7 @@ def entities(cache: RedisCache, cache_prefix: str) -> EntityCache:
         prefix=cache_prefix,
         ttls={"crm": 300, "billing": 60, "helpdesk": 60, "files": 30},
         stale_ttl=3600,
+        cipher=DATA_CIPHER,
     )
 
 
@@ -276,7 +278,9 @@ async def test_outage_answers_misses_fast_then_caching_resumes_when_redis_return
 ) -> None:
     url, process, port = private_redis
     cache = RedisCache(url, retry_interval=RETRY)
-    entities = EntityCache(cache, prefix="pg:", ttls={"crm": 300}, stale_ttl=3600)
+    entities = EntityCache(
+        cache, prefix="pg:", ttls={"crm": 300}, stale_ttl=3600, cipher=DATA_CIPHER
+    )
     fetch = CountingFetch()
     try:
         await cache.set_many([("pg:k", b"before", 300)], {})
@@ -591,8 +595,17 @@ async def test_a_purge_runs_again_after_settle_for_other_replicas_fills(
 ) -> None:
     """Another replica's read, in flight during the purge, writes its old answer after it;
     the repeated purge removes it."""
-    here = EntityCache(cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, settle=0.3)
-    there = EntityCache(cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600)
+    here = EntityCache(
+        cache,
+        prefix=cache_prefix,
+        ttls={"crm": 300},
+        stale_ttl=3600,
+        settle=0.3,
+        cipher=DATA_CIPHER,
+    )
+    there = EntityCache(
+        cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, cipher=DATA_CIPHER
+    )
     fetch = CountingFetch()
 
     await here.drop_tags(["customer:1"])
@@ -608,7 +621,12 @@ async def test_closing_runs_the_waiting_purges_at_once(
     cache: RedisCache, cache_prefix: str
 ) -> None:
     entities = EntityCache(
-        cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, settle=3600
+        cache,
+        prefix=cache_prefix,
+        ttls={"crm": 300},
+        stale_ttl=3600,
+        settle=3600,
+        cipher=DATA_CIPHER,
     )
     fetch = CountingFetch()
     await entities.drop_tags(["customer:1"])
