@@ -103,7 +103,8 @@ def _merge(
     event: dict[str, object], event_id: str, object_id: str, occurred_at: datetime
 ) -> list[DomainEvent]:
     """The records merged away are deleted; the one that remains (`newObjectId`, else the
-    primary) is updated. Each event's id names its record: each is deduplicated alone."""
+    primary) is updated. Each event's id adds its position (never the record's id, which
+    would then be kept in the dedupe key): each is deduplicated alone."""
     merged = event.get("mergedObjectIds")
     if not isinstance(merged, list) or not all(
         isinstance(i, int | str) and not isinstance(i, bool) for i in merged
@@ -116,9 +117,10 @@ def _merge(
     )
     gone = [str(i) for i in merged if str(i) != survivor]
     events: list[DomainEvent] = [
-        CustomerDeleted(f"{event_id}:{id}", id, occurred_at, merged_into=survivor) for id in gone
+        CustomerDeleted(f"{event_id}:{n}", id, occurred_at, merged_into=survivor)
+        for n, id in enumerate(gone, 1)
     ]
-    events.append(CustomerUpdated(f"{event_id}:{survivor}", survivor, occurred_at))
+    events.append(CustomerUpdated(f"{event_id}:0", survivor, occurred_at))
     return events
 
 
