@@ -17,18 +17,15 @@ import hashlib
 import hmac
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
-    "DEV_DATA_KEY_FILE",
     "GENERATE_KEY_HINT",
     "DataCipher",
     "Undecryptable",
     "generate_key",
-    "load_dev_data_key",
 ]
 
 _VERSION = 1
@@ -36,8 +33,8 @@ _KEY_ID_SIZE = 4
 _NONCE_SIZE = 12
 _HEADER_SIZE = 1 + _KEY_ID_SIZE + _NONCE_SIZE
 _TAG_SIZE = 16
+_PSEUDONYMS_KEPT = 16_384
 
-DEV_DATA_KEY_FILE = Path(".dev-data-key")
 GENERATE_KEY_HINT = (
     'generate one with: python -c "import base64, os; '
     'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
@@ -86,6 +83,7 @@ class DataCipher:
         self.key_id = _derive(keys[0], b"key-id")[:_KEY_ID_SIZE]
         self._sealer = self._by_id[self.key_id]
         self._header = bytes([_VERSION]) + self.key_id
+        self._pseudonyms: dict[str, str] = {}
 
     @classmethod
     def from_setting(cls, value: str) -> DataCipher:
@@ -119,8 +117,16 @@ class DataCipher:
 
     def pseudonym(self, value: str) -> str:
         """What stands for `value` (an email, an IP address) in a Redis key: 128 bits of
-        HMAC-SHA256 under a secret derived from the sealing key."""
-        return hmac.new(self._pseudonym_secrets[0], value.encode(), hashlib.sha256).hexdigest()[:32]
+        HMAC-SHA256 under a secret derived from the sealing key. Remembered (a bounded
+        dict): the rate limits ask for the same few identities on every request."""
+        found = self._pseudonyms.get(value)
+        if found is None:
+            secret = self._pseudonym_secrets[0]
+            found = hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+            if len(self._pseudonyms) >= _PSEUDONYMS_KEPT:
+                self._pseudonyms.clear()
+            self._pseudonyms[value] = found
+        return found
 
     def pseudonyms(self, value: str) -> list[str]:
         """`value`'s pseudonym under every key (newest first): what erasure looks for, as
@@ -131,17 +137,3 @@ class DataCipher:
                 for secret in self._pseudonym_secrets
             )
         )
-
-
-def load_dev_data_key(path: Path = DEV_DATA_KEY_FILE) -> str:
-    """The development data key, generated (mode 600) into `.dev-data-key` on first use."""
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if existing:
-        return existing
-    value = generate_key()
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_text(value + "\n")
-    return value

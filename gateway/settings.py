@@ -5,17 +5,19 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway.encryption import GENERATE_KEY_HINT, DataCipher, load_dev_data_key
+from gateway.encryption import GENERATE_KEY_HINT, DataCipher, generate_key
 
 __all__ = ["DEFAULT_RATE_LIMITS", "RateLimit", "Settings", "load_dev_secret"]
 
 DEV_SECRET_FILE = Path(".dev-secret")
+DEV_DATA_KEY_FILE = Path(".dev-data-key")
 
 # Each provider's documented limit: (calls, window seconds).
 DEFAULT_RATE_LIMITS: dict[str, tuple[int, float]] = {
@@ -399,7 +401,7 @@ class Settings(BaseSettings):
             return DataCipher.from_setting(self.data_encryption_keys.get_secret_value())
         if self.production:
             raise ValueError("DATA_ENCRYPTION_KEYS is unset; " + GENERATE_KEY_HINT)
-        return DataCipher.from_setting(load_dev_data_key())
+        return DataCipher.from_setting(_dev_file(DEV_DATA_KEY_FILE, generate_key))
 
     def dev_secret(self) -> str | None:
         """The HS256 secret for dev tokens; generated once into .dev-secret in development."""
@@ -412,13 +414,19 @@ class Settings(BaseSettings):
 
 def load_dev_secret(path: Path = DEV_SECRET_FILE) -> str:
     """Read the development secret, creating it (mode 600) on first use."""
+    return _dev_file(path, lambda: secrets.token_urlsafe(32))
+
+
+def _dev_file(path: Path, make: Callable[[], str]) -> str:
+    """A development secret kept in `path` (git-ignored), made (mode 600) on first use, so
+    every process started from the same folder shares it."""
     try:
         existing = path.read_text().strip()
     except FileNotFoundError:
         existing = ""
     if existing:
         return existing
-    value = secrets.token_urlsafe(32)
+    value = make()
     path.touch(mode=0o600, exist_ok=True)
     path.write_text(value + "\n")
     return value

@@ -27,6 +27,8 @@ from tests.servers import ServerThread, free_port, redis_server, serve
 # look at what the gateway stored.
 DATA_KEY = generate_key()
 DATA_CIPHER = DataCipher.from_setting(DATA_KEY)
+# for gateways a test configures itself: none writes a .dev-data-key into the checkout
+os.environ["DATA_ENCRYPTION_KEYS"] = DATA_KEY
 
 
 def _reachable(url: str) -> bool:

@@ -113,6 +113,7 @@ def test_development_generates_one_data_key_and_keeps_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATA_ENCRYPTION_KEYS")
     first = Settings(_env_file=None).data_cipher()  # type: ignore[call-arg]
     again = Settings(_env_file=None).data_cipher()  # type: ignore[call-arg]
     assert (tmp_path / ".dev-data-key").stat().st_mode & 0o777 == 0o600

@@ -3,9 +3,6 @@ flush, and values that do not open read as misses and counted, never raised."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import redis.asyncio
 from prometheus_client import REGISTRY
 
@@ -20,46 +17,32 @@ def undecryptable(kind: str) -> float:
     return REGISTRY.get_sample_value("gateway_cache_undecryptable_total", {"kind": kind}) or 0.0
 
 
-@pytest.fixture
-async def redis_cache(redis_url: str) -> AsyncIterator[RedisCache]:
-    backend = RedisCache(redis_url)
-    yield backend
-    await backend.aclose()
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 def sealed_by(backend: RedisCache, keys: str, prefix: str) -> EncryptedCache:
     return EncryptedCache(backend, DataCipher.from_setting(keys), prefix=prefix)
 
 
-async def test_keys_rotate_without_a_flush(redis_cache: RedisCache, cache_prefix: str) -> None:
+async def test_keys_rotate_without_a_flush(cache: RedisCache, cache_prefix: str) -> None:
     old_key = f"{cache_prefix}crm:customer:1"
     new_key = f"{cache_prefix}crm:customer:2"
-    before_rotation = sealed_by(redis_cache, KEY_A, cache_prefix)
+    before_rotation = sealed_by(cache, KEY_A, cache_prefix)
     await before_rotation.set_many([(old_key, b"written under A", 60)], {})
 
     # step 1: B added first on every replica; what A sealed still reads
-    rotating = sealed_by(redis_cache, f"{KEY_B},{KEY_A}", cache_prefix)
+    rotating = sealed_by(cache, f"{KEY_B},{KEY_A}", cache_prefix)
     assert await rotating.get_many([old_key]) == [b"written under A"]
     await rotating.set_many([(new_key, b"written under B", 60)], {})
 
     # step 2: A retired; what A sealed is a miss, counted, and B's values read
     counted = undecryptable("crm")
-    retired = sealed_by(redis_cache, KEY_B, cache_prefix)
+    retired = sealed_by(cache, KEY_B, cache_prefix)
     assert await retired.get_many([old_key, new_key]) == [None, b"written under B"]
     assert undecryptable("crm") == counted + 1
 
 
 async def test_every_write_path_seals_and_every_read_path_opens(
-    redis_cache: RedisCache, raw: redis.asyncio.Redis, cache_prefix: str
+    cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
 ) -> None:
-    cache = sealed_by(redis_cache, KEY_A, cache_prefix)
+    cache = sealed_by(cache, KEY_A, cache_prefix)
     resp, idem = f"{cache_prefix}resp:customer:1:x", f"{cache_prefix}idem:y"
     await cache.set_many([(resp, b"a page of Ada's", 60)], {f"{cache_prefix}tag:t": [resp]})
     assert await cache.add(idem, b"ticket 7", 60) is True
@@ -77,9 +60,9 @@ async def test_every_write_path_seals_and_every_read_path_opens(
 
 
 async def test_a_tampered_value_is_a_miss_and_counted(
-    redis_cache: RedisCache, raw: redis.asyncio.Redis, cache_prefix: str
+    cache: RedisCache, raw: redis.asyncio.Redis[bytes], cache_prefix: str
 ) -> None:
-    cache = sealed_by(redis_cache, KEY_A, cache_prefix)
+    cache = sealed_by(cache, KEY_A, cache_prefix)
     key = f"{cache_prefix}resp:customer:1:x"
     await cache.set_many([(key, b"a page", 60)], {})
     stored = bytearray(await raw.get(key) or b"")

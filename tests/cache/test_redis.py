@@ -7,7 +7,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -63,21 +63,6 @@ def cache_errors(operation: str) -> float:
 def assert_ttl_near(pttl_ms: int, seconds: int) -> None:
     # A few seconds of slack for a slow machine; a missing TTL (-1) or key (-2) fails.
     assert seconds * 1000 - 5000 <= pttl_ms <= seconds * 1000
-
-
-@pytest.fixture
-async def cache(redis_url: str) -> AsyncIterator[RedisCache]:
-    backend = RedisCache(redis_url)
-    yield backend
-    await backend.aclose()
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
-    """A client of its own, to look at what RedisCache left in Redis."""
-    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
