@@ -23,10 +23,8 @@ from starlette.staticfiles import StaticFiles
 from gateway import tracing
 from gateway.auth import Authenticator
 from gateway.body_deadline import BodyDeadlines
-from gateway.cache.base import CacheBackend
-from gateway.cache.entity import EntityCache
+from gateway.cache import build_cache_backend, build_entity_cache
 from gateway.cache.incoming import IncomingLimits
-from gateway.cache.memory import MemoryCache
 from gateway.cache.response import ResponseCache
 from gateway.context import Services
 from gateway.cors import Cors
@@ -68,24 +66,9 @@ def _error_response(status: int, message: str, code: str, **extensions: Any) -> 
     )
 
 
-def build_cache_backend(settings: Settings) -> CacheBackend:
-    if settings.redis_url:
-        from gateway.cache.redis import RedisCache
-
-        return RedisCache(settings.redis_url)
-    return MemoryCache()
-
-
 def build_services(settings: Settings) -> Services:
     backend = build_cache_backend(settings)
-    cache = EntityCache(
-        backend,
-        prefix=settings.cache_prefix,
-        ttls={k: settings.ttl(k) for k in ("crm", "billing", "helpdesk", "files")},
-        stale_ttl=settings.cache_stale_ttl,
-        # a request reads through a few waves of provider calls, each within its deadline
-        settle=3 * settings.upstream_timeout,
-    )
+    cache = build_entity_cache(settings, backend)
     redis = getattr(backend, "client", None)  # RedisCache shares its pool for rate limits
     return Services(
         settings=settings, sources=build_sources(settings, redis), backend=backend, cache=cache
@@ -124,6 +107,7 @@ class Gateway:
         limits = IncomingLimits(
             settings.cache_prefix,
             {kind: settings.incoming_limit(kind) for kind in ("viewer", "service", "ip")},
+            self.services.cache.pseudonym,
         )
         self.pipeline = OperationPipeline(
             self.executor,

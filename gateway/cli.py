@@ -1,4 +1,4 @@
-"""`portal-gateway serve|worker|export-schema|token|check`."""
+"""`portal-gateway serve|worker|export-schema|token|check|forget`."""
 
 from __future__ import annotations
 
@@ -113,6 +113,21 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def forget(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.forget import ForgetFailed, forget_customer, report_lines
+
+    settings = _settings()
+    try:
+        removed = asyncio.run(forget_customer(settings, args.customer))
+    except ForgetFailed as error:
+        print(f"forget: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(report_lines(args.customer, removed)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="portal-gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--role", choices=["staff"])
     p.add_argument("--ttl", type=int, default=3600)
     p.set_defaults(run=token)
+
+    p = commands.add_parser(
+        "forget", help="erase everything cached or queued about one customer (CRM id)"
+    )
+    p.add_argument("--customer", required=True)
+    p.set_defaults(run=forget)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

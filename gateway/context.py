@@ -59,7 +59,10 @@ class Context:
         self.request = request
         self.stale: list[dict[str, Any]] = []
         self.touched_kinds: set[str] = set()
-        self.touched_tags: set[str] = set()
+        # A customer's own answers are about that customer, whatever they loaded: erasing
+        # the customer (gateway/loaders/erasure.py) drops them with its tag.
+        own = viewer.customer_id if viewer.scope == f"customer:{viewer.customer_id}" else None
+        self.touched_tags: set[str] = {f"customer:{own}"} if own else set()
 
     def _touched(self, kind: str, tags: Sequence[str]) -> None:
         self.touched_kinds.add(kind)

@@ -15,6 +15,7 @@ import msgspec
 __all__ = [
     "BillingPortalSession",
     "Customer",
+    "CustomerDeleted",
     "CustomerUpdated",
     "DomainEvent",
     "FileDeleted",
@@ -206,6 +207,13 @@ class InvoiceUpdated(DomainEvent, frozen=True):
 
 class CustomerUpdated(DomainEvent, frozen=True):
     pass
+
+
+class CustomerDeleted(DomainEvent, frozen=True):
+    """The CRM deleted the customer, or merged it into `merged_into`: everything the gateway
+    holds of it is erased (gateway/loaders/erasure.py)."""
+
+    merged_into: str | None = None
 
 
 class TicketUpdated(DomainEvent, frozen=True):

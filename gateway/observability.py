@@ -25,6 +25,7 @@ __all__ = [
     "BREAKER_STATE",
     "CACHE_ERRORS",
     "CACHE_REQUESTS",
+    "CACHE_UNDECRYPTABLE",
     "EVENTS_LAG",
     "EVENTS_PUBLISHED",
     "OAUTH_GRANT_USABLE",
@@ -68,6 +69,11 @@ UPSTREAM_SECONDS = Histogram(
 )
 CACHE_REQUESTS = Counter("gateway_cache_requests_total", "Entity cache lookups", ["kind", "result"])
 CACHE_ERRORS = Counter("gateway_cache_errors_total", "Cache backend failures", ["operation"])
+CACHE_UNDECRYPTABLE = Counter(
+    "gateway_cache_undecryptable_total",
+    "Stored values that did not decrypt (retired key, tampered, moved) and were read as misses",
+    ["kind"],
+)
 BREAKER_STATE = Gauge(
     "gateway_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", ["source"]
 )

@@ -5,15 +5,19 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.encryption import GENERATE_KEY_HINT, DataCipher, generate_key
+
 __all__ = ["DEFAULT_RATE_LIMITS", "RateLimit", "Settings", "load_dev_secret"]
 
 DEV_SECRET_FILE = Path(".dev-secret")
+DEV_DATA_KEY_FILE = Path(".dev-data-key")
 
 # Each provider's documented limit: (calls, window seconds).
 DEFAULT_RATE_LIMITS: dict[str, tuple[int, float]] = {
@@ -212,6 +216,8 @@ class Settings(BaseSettings):
     webhook_tolerance: int = 300
     public_base_url: str | None = None
     token_encryption_key: SecretStr | None = None
+    # keys sealing customer data in Redis and event backends, newest first (gateway/encryption.py)
+    data_encryption_keys: SecretStr | None = None
     persisted_queries: Literal["off", "apq", "only"] = "off"
     persisted_queries_manifest: Path | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -284,6 +290,13 @@ class Settings(BaseSettings):
             RateLimit.parse(value)
         return value
 
+    @field_validator("data_encryption_keys")
+    @classmethod
+    def _check_data_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            DataCipher.from_setting(value.get_secret_value())  # names the bad entry, not its value
+        return value
+
     def incoming_limit(self, kind: str) -> RateLimit | None:
         """The incoming limit of "viewer", "service" or "ip"; None when off."""
         value = getattr(self, f"rate_limit_{kind}")
@@ -327,6 +340,11 @@ class Settings(BaseSettings):
                 problems.append(
                     f"{kind.upper()}_SOURCE=sandbox serves demo data: configure a real provider"
                 )
+        if self.data_encryption_keys is None:
+            problems.append(
+                "DATA_ENCRYPTION_KEYS is unset: customer data in Redis and the event queue "
+                "would be stored unencrypted; " + GENERATE_KEY_HINT
+            )
         if self.persisted_queries == "only" and self.persisted_queries_manifest is None:
             problems.append("PERSISTED_QUERIES=only needs PERSISTED_QUERIES_MANIFEST")
         if self.gateway_introspection is None:
@@ -376,6 +394,15 @@ class Settings(BaseSettings):
         """Fresh TTL in seconds of a cache kind (crm, billing, helpdesk, files)."""
         return int(getattr(self, f"cache_ttl_{kind}"))
 
+    def data_cipher(self) -> DataCipher:
+        """The cipher of DATA_ENCRYPTION_KEYS; in development, without it, of a key generated
+        once into .dev-data-key (production refuses to start without the setting)."""
+        if self.data_encryption_keys is not None:
+            return DataCipher.from_setting(self.data_encryption_keys.get_secret_value())
+        if self.production:
+            raise ValueError("DATA_ENCRYPTION_KEYS is unset; " + GENERATE_KEY_HINT)
+        return DataCipher.from_setting(_dev_file(DEV_DATA_KEY_FILE, generate_key))
+
     def dev_secret(self) -> str | None:
         """The HS256 secret for dev tokens; generated once into .dev-secret in development."""
         if self.auth_dev_secret is not None:
@@ -387,13 +414,19 @@ class Settings(BaseSettings):
 
 def load_dev_secret(path: Path = DEV_SECRET_FILE) -> str:
     """Read the development secret, creating it (mode 600) on first use."""
+    return _dev_file(path, lambda: secrets.token_urlsafe(32))
+
+
+def _dev_file(path: Path, make: Callable[[], str]) -> str:
+    """A development secret kept in `path` (git-ignored), made (mode 600) on first use, so
+    every process started from the same folder shares it."""
     try:
         existing = path.read_text().strip()
     except FileNotFoundError:
         existing = ""
     if existing:
         return existing
-    value = secrets.token_urlsafe(32)
+    value = make()
     path.touch(mode=0o600, exist_ok=True)
     path.write_text(value + "\n")
     return value

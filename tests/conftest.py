@@ -17,10 +17,18 @@ import redis
 
 from gateway.app import create_app
 from gateway.auth import mint_dev_token
+from gateway.encryption import DataCipher, generate_key
 from gateway.observability import configure_logging
 from gateway.server import uvicorn_options
 from gateway.settings import Settings
 from tests.servers import ServerThread, free_port, redis_server, serve
+
+# The data key of every test gateway (DATA_ENCRYPTION_KEYS), and its cipher for tests that
+# look at what the gateway stored.
+DATA_KEY = generate_key()
+DATA_CIPHER = DataCipher.from_setting(DATA_KEY)
+# for gateways a test configures itself: none writes a .dev-data-key into the checkout
+os.environ["DATA_ENCRYPTION_KEYS"] = DATA_KEY
 
 
 def _reachable(url: str) -> bool:
@@ -74,6 +82,7 @@ def make_settings(tmp_path: Path, dev_secret: str) -> Callable[..., Settings]:
             "sandbox_files_dir": tmp_path / "files",
             "port": free_port(),
             "service_api_keys": ["test-service-key"],
+            "data_encryption_keys": DATA_KEY,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -114,6 +123,7 @@ def make_production_settings() -> Callable[..., Settings]:
             "files_source": "s3",
             "s3_bucket": "portal-files",
             "s3_endpoint_url": nowhere,
+            "data_encryption_keys": DATA_KEY,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from gateway.encryption import DataCipher
 from gateway.settings import RateLimit, Settings
+from tests.conftest import DATA_KEY
 
 
 def test_defaults_are_the_embedded_sandbox() -> None:
@@ -40,6 +43,7 @@ REAL_PROVIDERS: dict[str, Any] = {
     "stripe_webhook_secret": "whsec_x",
     "hubspot_client_secret": "h",
     "zendesk_webhook_secret": "z",
+    "data_encryption_keys": DATA_KEY,
 }
 CLAIMS = {"auth_issuer": "https://id.example.com/", "auth_audience": "portal-gateway"}
 
@@ -86,6 +90,37 @@ def test_graphiql_is_on_in_development_and_off_in_production_unless_set(
     assert Settings(_env_file=None, **production).graphiql is True  # type: ignore[call-arg]
     monkeypatch.setenv("GATEWAY_GRAPHIQL", "false")
     assert Settings(_env_file=None).graphiql is False  # type: ignore[call-arg]
+
+
+def test_production_refuses_to_start_without_a_data_key_and_says_how_to_make_one() -> None:
+    production = {**REAL_PROVIDERS, **CLAIMS, "data_encryption_keys": None}
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, **production)  # type: ignore[call-arg]
+    message = str(raised.value)
+    assert "DATA_ENCRYPTION_KEYS is unset" in message
+    assert "base64.urlsafe_b64encode(os.urandom(32))" in message
+
+
+def test_a_bad_data_key_is_refused_by_position_never_echoed() -> None:
+    secret_looking = "not-a-key-but-maybe-a-secret"
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, data_encryption_keys=f"{DATA_KEY},{secret_looking}")  # type: ignore[call-arg]
+    assert "entry 2 is not 32 bytes" in str(raised.value)
+    assert secret_looking not in str(raised.value)
+
+
+def test_development_generates_one_data_key_and_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATA_ENCRYPTION_KEYS")
+    first = Settings(_env_file=None).data_cipher()  # type: ignore[call-arg]
+    again = Settings(_env_file=None).data_cipher()  # type: ignore[call-arg]
+    assert (tmp_path / ".dev-data-key").stat().st_mode & 0o777 == 0o600
+    sealed = first.seal(b"kept across restarts", b"pg:crm:customer:1")
+    assert again.open(sealed, b"pg:crm:customer:1") == b"kept across restarts"
+    stored = (tmp_path / ".dev-data-key").read_text().strip()
+    assert DataCipher.from_setting(stored).key_id == first.key_id
 
 
 def test_production_names_a_missing_webhook_secret() -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from gateway.cache.base import CacheBackend, Entry
 from gateway.cache.codec import Codec
+from gateway.encryption import DataCipher
 from gateway.observability import CACHE_REQUESTS, labelled
 
 __all__ = ["DeferredWrites", "EntityCache", "Fetch", "StaleHit", "deferred_writes"]
@@ -96,11 +97,14 @@ class EntityCache:
         prefix: str,
         ttls: dict[str, int],
         stale_ttl: int,
+        cipher: DataCipher,
         settle: float = 0.0,
     ) -> None:
         """`settle`: seconds after a purge (drop_tags) when it is repeated, long enough for
-        any provider read in flight at the purge to have written its answer; 0: no repeat."""
+        any provider read in flight at the purge to have written its answer; 0: no repeat.
+        `cipher` makes the pseudonyms that stand for personal data (emails) in keys."""
         self.backend = backend
+        self.cipher = cipher
         self.prefix = prefix
         self.ttls = ttls
         self.stale_ttl = stale_ttl
@@ -125,6 +129,10 @@ class EntityCache:
 
     def tag_key(self, tag: str) -> str:
         return f"{self.prefix}tag:{tag}"
+
+    def pseudonym(self, value: str) -> str:
+        """What stands for `value` (an email) in a key: never the value itself."""
+        return self.cipher.pseudonym(value)
 
     async def load_many(
         self,
@@ -347,7 +355,24 @@ class EntityCache:
         seconds later. So a purge is late by at most
         `settle` seconds on another replica, never by a whole TTL.
         """
-        keys = [self.tag_key(tag) for tag in tags]
+        keys = await self._purge_begins(tags)
+        dropped = await self.backend.drop_tags(keys)
+        self._purge_repeats(keys)
+        return dropped
+
+    async def erase(self, tags: Sequence[str], keys: Sequence[str]) -> list[str]:
+        """`drop_tags(tags)` and the untagged `keys` too, answering the keys that existed
+        (what erasing a customer reports); purged as drop_tags purges."""
+        tag_keys = await self._purge_begins(tags)
+        for key in keys:
+            self._landing.pop(key, None)
+        removed = await self.backend.erase(tag_keys, keys)
+        self._purge_repeats(tag_keys)
+        return removed
+
+    async def _purge_begins(self, tags: Sequence[str]) -> list[str]:
+        """Marks a purge of `tags` and waits for the writes it must follow; answers the
+        tag keys."""
         self.purges += 1
         self._recent.append((self.purges, frozenset(tags)))
         if self._writing:
@@ -357,12 +382,13 @@ class EntityCache:
             for held in list(self._held):
                 held.release()
             await asyncio.wait(list(self._writing))
-        dropped = await self.backend.drop_tags(keys)
+        return [self.tag_key(tag) for tag in tags]
+
+    def _purge_repeats(self, keys: list[str]) -> None:
         if self.settle > 0:
             repeat = asyncio.get_running_loop().create_task(self._drop_again(keys))
             self._repeats[repeat] = keys
             repeat.add_done_callback(self._repeats.pop)
-        return dropped
 
     def purged_since(self, read_at: int, tags: Iterable[str]) -> bool:
         """Whether a purge of this process after `read_at` (a value of `purges`) dropped

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.cache.base import CacheBackend
 
@@ -20,10 +21,17 @@ class IdempotencyStore:
         self._local: dict[str, asyncio.Lock] = {}
 
     async def run_once(
-        self, key: str, action: Callable[[], Awaitable[bytes]], wait: float = 10.0
+        self,
+        key: str,
+        action: Callable[[], Awaitable[bytes]],
+        wait: float = 10.0,
+        tags: Sequence[str] = (),
     ) -> bytes:
-        """The stored answer for `key`, or the answer of `action` run now and stored."""
-        full = f"{self.prefix}idem:{key}"
+        """The stored answer for `key`, or the answer of `action` run now and stored (with
+        `tags`: what erasing a customer drops). The key is stored as a digest: what the
+        caller chose for it (a clientMutationId) never appears in Redis."""
+        digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        full = f"{self.prefix}idem:{digest}"
         lock = self._local.setdefault(full, asyncio.Lock())
         try:
             async with lock:
@@ -45,7 +53,9 @@ class IdempotencyStore:
                 except BaseException:
                     await self.backend.delete([full])
                     raise
-                await self.backend.set_many([(full, answer, self.ttl)], {})
+                await self.backend.set_many(
+                    [(full, answer, self.ttl)], {f"{self.prefix}tag:{tag}": [full] for tag in tags}
+                )
                 return answer
         finally:
             if not lock.locked() and self._local.get(full) is lock:

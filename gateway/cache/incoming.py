@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.settings import RateLimit
 
@@ -30,9 +30,17 @@ class Window:
 
 
 class IncomingLimits:
-    def __init__(self, prefix: str, limits: dict[str, RateLimit | None]) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        limits: dict[str, RateLimit | None],
+        pseudonym: Callable[[str], str] | None = None,
+    ) -> None:
+        """`pseudonym` stands for each identity (a client IP, a customer) in its counter's
+        key, so no key names a person; None: the identity itself (in-process counters)."""
         self.prefix = prefix
         self.limits = {kind: limit for kind, limit in limits.items() if limit is not None}
+        self.pseudonym = pseudonym
 
     def windows(self, who: Sequence[tuple[str, str]]) -> list[Window]:
         """The counters for (kind, identity) pairs, e.g. ("viewer", "customer:1001")."""
@@ -43,6 +51,8 @@ class IncomingLimits:
             if limit is None:
                 continue
             number = math.floor(now / limit.per)
+            if self.pseudonym is not None:
+                identity = self.pseudonym(identity)
             ends_at = (number + 1) * limit.per
             out.append(
                 Window(

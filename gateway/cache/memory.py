@@ -84,6 +84,16 @@ class MemoryCache:
                     dropped += 1
         return dropped
 
+    async def erase(self, tags: Sequence[str], keys: Sequence[str]) -> list[str]:
+        now = time.monotonic()
+        removed: list[str] = []
+        wanted = [member for tag in tags for member in self._tags.pop(tag, ())] + list(keys)
+        for key in dict.fromkeys(wanted):
+            item = self._data.pop(key, None)
+            if item is not None and item[0] > now:
+                removed.append(key)
+        return removed
+
     def _prune_tags(self) -> None:
         """Forget tag members that are gone, so tag sets stay bounded by the live entries."""
         for tag in list(self._tags):

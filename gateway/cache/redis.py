@@ -66,6 +66,24 @@ end
 return dropped
 """
 
+# KEYS: the tag sets (ARGV[1] of them), then plain keys; answers the keys that existed.
+_ERASE = """
+local removed = {}
+local seen = {}
+local function drop(key)
+  if not seen[key] then
+    seen[key] = true
+    if redis.call('UNLINK', key) == 1 then removed[#removed + 1] = key end
+  end
+end
+local tags = tonumber(ARGV[1])
+for i = 1, tags do
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do drop(member) end
+  redis.call('UNLINK', KEYS[i])
+end
+for i = tags + 1, #KEYS do drop(KEYS[i]) end
+return removed
+"""
 
 # one set_many call: its live entries and its tag memberships
 _Write = tuple[list[Entry], Mapping[str, Sequence[str]]]
@@ -114,6 +132,7 @@ class RedisCache:
         self._skip_until = 0.0
         self._drop_tags_script = self._client.register_script(_DROP_TAGS)
         self._count_and_get_script = self._client.register_script(_COUNT_AND_GET)
+        self._erase_script = self._client.register_script(_ERASE)
         # the reads of one event-loop turn (every loader of a request, and of the other
         # requests in flight) go out as one MGET
         self._reads: TurnBatch[list[str], list[bytes | None]] = TurnBatch(self._mget)
@@ -275,6 +294,19 @@ class RedisCache:
             return 0
         self._succeeded()
         return int(dropped)
+
+    async def erase(self, tags: Sequence[str], keys: Sequence[str]) -> list[str]:
+        """One Lua script: UNLINK each member of `tags`, the tag sets and `keys`; answers the
+        keys that existed (empty while Redis is away, as nothing could be erased)."""
+        if (not tags and not keys) or self._skipping():
+            return []
+        try:
+            removed: Any = await self._erase_script(keys=[*tags, *keys], args=[len(tags)])
+        except _FAILURES as exc:
+            self._failed("erase", exc)
+            return []
+        self._succeeded()
+        return [key.decode() if isinstance(key, bytes) else str(key) for key in removed]
 
     async def ping(self) -> bool:
         """Ask Redis now, even while calls are being skipped; the answer updates `status`.

@@ -58,4 +58,10 @@ class EventBus(Protocol):
         their own metrics tell, docs/operations.md)."""
         ...
 
+    async def erase_customer(self, customer_id: str) -> int:
+        """Delete the stored messages (waiting, and dead letters) concerning the customer;
+        answers how many. SQS and RabbitMQ cannot delete one message they have not handed
+        out: they answer 0, and their messages are sealed and leave once handled."""
+        ...
+
     async def aclose(self) -> None: ...

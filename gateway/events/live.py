@@ -2,7 +2,8 @@
 
 `LiveHub.listen(customer_id)` yields the events of one customer as they are published.
 `RedisLiveHub` also publishes each event on one Redis channel and delivers what other
-replicas publish there, so a webhook taken in by any replica reaches every subscriber.
+replicas publish there, so a webhook taken in by any replica reaches every subscriber;
+what crosses Redis is sealed (DATA_ENCRYPTION_KEYS) with the channel name as associated data.
 Live updates are best effort (a subscriber that was not connected misses the event);
 the durable path is the bus.
 """
@@ -15,13 +16,16 @@ import logging
 import secrets
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from gateway.domain import DomainEvent
+from gateway.domain import CustomerDeleted, DomainEvent
+from gateway.encryption import DataCipher, Undecryptable
 from gateway.events.codec import AnyEvent
+from gateway.observability import CACHE_UNDECRYPTABLE, labelled
 
 __all__ = ["LiveHub", "LiveSubscription", "RedisLiveHub"]
 
@@ -37,6 +41,7 @@ class LiveSubscription:
         self._queue: asyncio.Queue[DomainEvent] = asyncio.Queue(queue_size)
         self._on_close: list[Callable[[LiveSubscription], None]] = []
         self.closed = False
+        self._ended = False
 
     def put(self, event: DomainEvent) -> None:
         if self._queue.full():  # a slow subscriber loses its oldest events, not our memory
@@ -47,9 +52,22 @@ class LiveSubscription:
         return self
 
     async def __anext__(self) -> DomainEvent:
-        if self.closed:
+        if self.closed or self._ended:
             raise StopAsyncIteration
-        return await self._queue.get()
+        event = await self._queue.get()
+        if self._ended:
+            raise StopAsyncIteration
+        return event
+
+    def end(self, why: DomainEvent) -> int:
+        """Drops the events waiting here and ends the stream (its customer was erased);
+        answers how many events were dropped."""
+        dropped = self._queue.qsize()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._ended = True
+        self._queue.put_nowait(why)  # wakes a reader waiting for the next event
+        return dropped
 
     async def aclose(self) -> None:
         if not self.closed:
@@ -85,10 +103,20 @@ class LiveHub:
                 del self._subscribers[subscription.customer_id]
 
     def dispatch(self, event: DomainEvent) -> None:
-        """Hand the event to this process's subscribers of its customer."""
+        """Hand the event to this process's subscribers of its customer; a CustomerDeleted
+        ends their subscriptions instead, dropping what they had not read yet."""
         if event.customer_id is None:
             return
-        for subscription in list(self._subscribers.get(event.customer_id, ())):
+        subscriptions = list(self._subscribers.get(event.customer_id, ()))
+        if isinstance(event, CustomerDeleted):
+            dropped = sum(subscription.end(event) for subscription in subscriptions)
+            if subscriptions:
+                log.info(
+                    "live subscriptions of an erased customer ended",
+                    extra={"subscriptions": len(subscriptions), "events_dropped": dropped},
+                )
+            return
+        for subscription in subscriptions:
             subscription.put(event)
 
     async def publish(self, event: DomainEvent) -> None:
@@ -120,10 +148,17 @@ _decoder = msgspec.json.Decoder(_IncomingEnvelope)
 class RedisLiveHub(LiveHub):
     """Also publishes on a Redis channel and delivers what other replicas publish there."""
 
-    def __init__(self, client: redis.asyncio.Redis, channel: str, queue_size: int = 100) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        channel: str,
+        cipher: DataCipher,
+        queue_size: int = 100,
+    ) -> None:
         super().__init__(queue_size)
         self.client = client
         self.channel = channel
+        self.cipher = cipher
         self._origin = secrets.token_hex(8)
         self._pubsub: redis.asyncio.client.PubSub | None = None
         self._task: asyncio.Task[None] | None = None
@@ -131,13 +166,20 @@ class RedisLiveHub(LiveHub):
     async def publish(self, event: DomainEvent) -> None:
         self.dispatch(event)
         try:
-            await self.client.publish(self.channel, _encoder.encode(_Envelope(self._origin, event)))
+            await self.tell_replicas(event)
         except (RedisError, OSError) as error:
             log.warning(
                 "live update not sent to other replicas: %s",
                 type(error).__name__,
                 extra={"event_id": event.event_id},
             )
+
+    async def tell_replicas(self, event: DomainEvent) -> int:
+        """Publish the event (sealed) to the other replicas; answers how many listened."""
+        message = _encoder.encode(_Envelope(self._origin, event))
+        sealed = self.cipher.seal(message, self.channel.encode())
+        listeners: Any = await self.client.publish(self.channel, sealed)
+        return int(listeners)
 
     async def start(self) -> None:
         """Subscribe before returning, so nothing published after start-up is missed."""
@@ -161,7 +203,13 @@ class RedisLiveHub(LiveHub):
             if message is None or message.get("type") != "message":
                 continue
             try:
-                envelope = _decoder.decode(message["data"])
+                plaintext = self.cipher.open(message["data"], self.channel.encode())
+            except Undecryptable as why:
+                labelled(CACHE_UNDECRYPTABLE, "live").inc()
+                log.warning("ignored a live update that did not decrypt: %s", why)
+                continue
+            try:
+                envelope = _decoder.decode(plaintext)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 log.warning("ignored an undecodable live update")
                 continue

@@ -57,6 +57,12 @@ class MemoryBus:
             )
         self._wakeup.set()
 
+    async def erase_customer(self, customer_id: str) -> int:
+        before = len(self._ready) + len(self.dead)
+        self._ready = deque(m for m in self._ready if m.event.customer_id != customer_id)
+        self.dead = [(e, why) for e, why in self.dead if e.customer_id != customer_id]
+        return before - len(self._ready) - len(self.dead)
+
     def _requeue_expired(self, now: float) -> float | None:
         """Put overdue in-flight messages back; answers the next deadline, if any."""
         next_deadline: float | None = None

@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 import aio_pika
-import msgspec
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -22,8 +21,9 @@ from aio_pika.abc import (
 )
 
 from gateway.domain import DomainEvent
+from gateway.encryption import DataCipher
 from gateway.events.bus import Delivery
-from gateway.events.codec import decode_event, encode_event
+from gateway.events.codec import UNREADABLE, open_event, seal_event
 
 __all__ = ["RabbitMQBus"]
 
@@ -35,8 +35,9 @@ _QUEUE_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
 class RabbitMQBus:
     name = "rabbitmq"
 
-    def __init__(self, url: str, *, queue: str, prefetch: int = 10) -> None:
+    def __init__(self, url: str, *, queue: str, cipher: DataCipher, prefetch: int = 10) -> None:
         self.url = url
+        self.cipher = cipher
         self.queue_name = queue
         self.dead_queue_name = f"{queue}.dead"
         self.prefetch = prefetch
@@ -70,8 +71,8 @@ class RabbitMQBus:
         channel, _queue = await self._open()
         await channel.default_exchange.publish(
             aio_pika.Message(
-                encode_event(event),
-                content_type="application/json",
+                seal_event(self.cipher, self.queue_name, event),
+                content_type="application/octet-stream",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=event.event_id,
                 type=type(event).__name__,
@@ -99,8 +100,8 @@ class RabbitMQBus:
             # a quorum queue counts deliveries; elsewhere "redelivered" is all we know
             attempt = count + 1 if isinstance(count, int) else 2 if message.redelivered else 1
             try:
-                event = decode_event(message.body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                event = open_event(self.cipher, self.queue_name, message.body)
+            except UNREADABLE as error:
                 log.error("undecodable message dead-lettered", extra={"amqp": message.message_id})
                 await self._move_aside(message, message.body, f"undecodable: {error}")
                 continue
@@ -118,14 +119,15 @@ class RabbitMQBus:
         await message.nack(requeue=True)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        await self._move_aside(delivery.receipt, encode_event(delivery.event), reason)
+        body = seal_event(self.cipher, self.dead_queue_name, delivery.event)
+        await self._move_aside(delivery.receipt, body, reason)
 
     async def _move_aside(self, message: AbstractIncomingMessage, body: bytes, reason: str) -> None:
         channel, _queue = await self._open()
         await channel.default_exchange.publish(
             aio_pika.Message(
                 body,
-                content_type="application/json",
+                content_type="application/octet-stream",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 message_id=message.message_id,
                 headers={"x-reason": reason[:1000]},
@@ -133,6 +135,9 @@ class RabbitMQBus:
             routing_key=self.dead_queue_name,
         )
         await message.ack()
+
+    async def erase_customer(self, customer_id: str) -> int:
+        return 0  # a queue deletes only what it handed out (EventBus.erase_customer)
 
     async def oldest_age(self) -> float | None:
         # AMQP tells no message ages: the broker's own metrics (rabbitmq_prometheus) do

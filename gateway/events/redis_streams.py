@@ -3,7 +3,8 @@
 A message is XADDed to `{CACHE_PREFIX}events`; workers read it with XREADGROUP and XACK it
 when done. A message that stays pending longer than `redelivery_timeout` (its consumer died
 or hangs) is taken over by another worker with XAUTOCLAIM. Dead letters go to
-`{CACHE_PREFIX}events:dead` with the reason.
+`{CACHE_PREFIX}events:dead` with the reason. Each entry's event is sealed
+(DATA_ENCRYPTION_KEYS) with its stream's name as associated data.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import logging
 import time
 from typing import Any
 
-import msgspec
 import redis.asyncio
 from redis.exceptions import ResponseError
 
 from gateway.domain import DomainEvent
+from gateway.encryption import DataCipher
 from gateway.events.bus import Delivery
-from gateway.events.codec import decode_event, encode_event
+from gateway.events.codec import UNREADABLE, open_event, seal_event
 
 __all__ = ["RedisStreamsBus"]
 
@@ -41,12 +42,14 @@ class RedisStreamsBus:
         client: redis.asyncio.Redis,
         *,
         stream: str,
+        cipher: DataCipher,
         group: str = GROUP,
         redelivery_timeout: float = 60.0,
         max_length: int = 1_000_000,
     ) -> None:
         self.client = client
         self.stream = stream
+        self.cipher = cipher
         self.dead_stream = f"{stream}:dead"
         self.group = group
         self.redelivery_timeout = redelivery_timeout
@@ -70,7 +73,10 @@ class RedisStreamsBus:
     async def publish(self, event: DomainEvent) -> None:
         await self._ensure_group()
         await self.client.xadd(
-            self.stream, {"e": encode_event(event)}, maxlen=self.max_length, approximate=True
+            self.stream,
+            {"e": seal_event(self.cipher, self.stream, event)},
+            maxlen=self.max_length,
+            approximate=True,
         )
 
     async def receive(
@@ -144,8 +150,8 @@ class RedisStreamsBus:
     ) -> Delivery | None:
         raw = fields.get(b"e", b"")
         try:
-            event = decode_event(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            event = open_event(self.cipher, self.stream, raw)
+        except UNREADABLE as error:
             log.error("undecodable message dead-lettered", extra={"message_id": message_id})
             await self._move_aside(message_id, raw, f"undecodable: {error}", attempt)
             return None
@@ -170,7 +176,10 @@ class RedisStreamsBus:
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self._move_aside(
-            delivery.message_id, encode_event(delivery.event), reason, delivery.attempt
+            delivery.message_id,
+            seal_event(self.cipher, self.dead_stream, delivery.event),
+            reason,
+            delivery.attempt,
         )
 
     async def _move_aside(self, message_id: str, raw: bytes, reason: str, attempt: int) -> None:
@@ -183,6 +192,35 @@ class RedisStreamsBus:
             )
             pipe.xack(self.stream, self.group, message_id)
             await pipe.execute()
+
+    async def erase_customer(self, customer_id: str) -> int:
+        """Reads both streams through, a page at a time, and deletes (and acknowledges) the
+        entries whose event concerns the customer. Entries that do not open are left to the
+        worker, which dead-letters them."""
+        erased = 0
+        for stream in (self.stream, self.dead_stream):
+            start = "-"
+            while True:
+                page: Any = await self.client.xrange(stream, min=start, count=500)
+                if not page:
+                    break
+                doomed = []
+                for message_id, fields in page:
+                    try:
+                        event = open_event(self.cipher, stream, fields.get(b"e", b""))
+                    except UNREADABLE:
+                        continue
+                    if event.customer_id == customer_id:
+                        doomed.append(message_id)
+                if doomed:
+                    async with self.client.pipeline(transaction=True) as pipe:
+                        if stream == self.stream:
+                            pipe.xack(stream, self.group, *doomed)
+                        pipe.xdel(stream, *doomed)
+                        await pipe.execute()
+                    erased += len(doomed)
+                start = "(" + _text(page[-1][0])
+        return erased
 
     async def oldest_age(self) -> float | None:
         """From stream ids (milliseconds of Redis's clock): the oldest pending message, or

@@ -43,7 +43,10 @@ def build_bus(settings: Settings, client: redis.asyncio.Redis | None) -> EventBu
         from gateway.events.redis_streams import RedisStreamsBus
 
         return RedisStreamsBus(
-            client, stream=f"{settings.cache_prefix}events", redelivery_timeout=timeout
+            client,
+            stream=f"{settings.cache_prefix}events",
+            cipher=settings.data_cipher(),
+            redelivery_timeout=timeout,
         )
     if backend == "sqs":
         if not settings.sqs_queue_url:
@@ -53,6 +56,7 @@ def build_bus(settings: Settings, client: redis.asyncio.Redis | None) -> EventBu
         return SqsBus(
             settings.sqs_queue_url,
             region=settings.aws_region,
+            cipher=settings.data_cipher(),
             dead_letter_url=settings.sqs_dead_letter_url,
             redelivery_timeout=timeout,
         )
@@ -61,7 +65,9 @@ def build_bus(settings: Settings, client: redis.asyncio.Redis | None) -> EventBu
             raise ValueError("EVENTS_BACKEND=rabbitmq needs RABBITMQ_URL")
         from gateway.events.rabbitmq import RabbitMQBus
 
-        return RabbitMQBus(settings.rabbitmq_url, queue=settings.rabbitmq_queue)
+        return RabbitMQBus(
+            settings.rabbitmq_url, queue=settings.rabbitmq_queue, cipher=settings.data_cipher()
+        )
     return MemoryBus(redelivery_timeout=timeout)
 
 
@@ -72,7 +78,7 @@ class EventRuntime:
         self.client = redis_client(settings.redis_url) if settings.redis_url else None
         self.bus = build_bus(settings, self.client)
         self.live: LiveHub = (
-            RedisLiveHub(self.client, f"{settings.cache_prefix}live")
+            RedisLiveHub(self.client, f"{settings.cache_prefix}live", settings.data_cipher())
             if self.client is not None
             else LiveHub()
         )

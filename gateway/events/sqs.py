@@ -9,16 +9,18 @@ SQS_DEAD_LETTER_URL (or, where that is unset, to the error log) with the reason.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import math
 from typing import Any
 
 import boto3
-import msgspec
 
 from gateway.domain import DomainEvent
+from gateway.encryption import DataCipher
 from gateway.events.bus import Delivery
-from gateway.events.codec import decode_event, encode_event
+from gateway.events.codec import UNREADABLE, open_event, seal_event
 
 __all__ = ["SqsBus"]
 
@@ -33,11 +35,13 @@ class SqsBus:
         queue_url: str,
         *,
         region: str,
+        cipher: DataCipher,
         dead_letter_url: str | None = None,
         endpoint_url: str | None = None,
         redelivery_timeout: float = 60.0,
     ) -> None:
         self.queue_url = queue_url
+        self.cipher = cipher
         self.dead_letter_url = dead_letter_url
         self.visibility_timeout = max(1, math.ceil(redelivery_timeout))
         # boto3 also honours AWS_ENDPOINT_URL_SQS, which is how a worker finds a local SQS
@@ -52,11 +56,15 @@ class SqsBus:
             "MessageDeduplicationId": event.event_id[:128],
         }
 
+    def _body(self, queue_url: str, event: DomainEvent) -> str:
+        """A message body is text: the sealed event (queue URL as associated data), base64."""
+        return base64.b64encode(seal_event(self.cipher, queue_url, event)).decode()
+
     async def publish(self, event: DomainEvent) -> None:
         await asyncio.to_thread(
             self._client.send_message,
             QueueUrl=self.queue_url,
-            MessageBody=encode_event(event).decode(),
+            MessageBody=self._body(self.queue_url, event),
             **self._send_kwargs(event),
         )
 
@@ -76,8 +84,8 @@ class SqsBus:
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
             body: str = message["Body"]
             try:
-                event = decode_event(body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                event = open_event(self.cipher, self.queue_url, base64.b64decode(body))
+            except (*UNREADABLE, binascii.Error) as error:
                 log.error("undecodable message dead-lettered", extra={"sqs": message["MessageId"]})
                 await self._move_aside(body, f"undecodable: {error}", message["ReceiptHandle"])
                 continue
@@ -100,7 +108,8 @@ class SqsBus:
         )
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        await self._move_aside(encode_event(delivery.event).decode(), reason, delivery.receipt)
+        body = self._body(self.dead_letter_url or self.queue_url, delivery.event)
+        await self._move_aside(body, reason, delivery.receipt)
 
     async def _move_aside(self, body: str, reason: str, receipt: str) -> None:
         if self.dead_letter_url:
@@ -118,6 +127,9 @@ class SqsBus:
         await asyncio.to_thread(
             self._client.delete_message, QueueUrl=self.queue_url, ReceiptHandle=receipt
         )
+
+    async def erase_customer(self, customer_id: str) -> int:
+        return 0  # a queue deletes only what it handed out (EventBus.erase_customer)
 
     async def oldest_age(self) -> float | None:
         # SQS's queue attributes hold no age: CloudWatch's ApproximateAgeOfOldestMessage does

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from prometheus_client import start_http_server
 
 from gateway.cache.base import CacheBackend
-from gateway.domain import Customer, DomainEvent
+from gateway.domain import Customer, CustomerDeleted, DomainEvent
 from gateway.events.bus import Delivery, EventBus
 from gateway.events.notify import Notification, Notifier, notifications_for, wants_notification
 from gateway.observability import EVENTS_LAG
@@ -174,6 +174,11 @@ class Worker:
         return "done"
 
     async def _process(self, event: DomainEvent) -> None:
+        if isinstance(event, CustomerDeleted) and event.customer_id:
+            # the gateway erased the cache when it took the event in; the queue is ours
+            erased = await self.bus.erase_customer(event.customer_id)
+            log.info("erased customer's queued events", extra={"erased": erased})
+            return
         if event.customer_id is None or not wants_notification(event):
             return
         [found] = await self.crm.customers([event.customer_id])
@@ -208,16 +213,14 @@ class Worker:
 
 
 async def _serve(settings: Settings) -> None:
-    from gateway.cache.memory import MemoryCache
-    from gateway.cache.redis import RedisCache
+    from gateway.cache import build_cache_backend
     from gateway.events.notify import build_notifier
     from gateway.events.runtime import build_bus, redis_client
     from gateway.sources.registry import build_sources
 
     client = redis_client(settings.redis_url) if settings.redis_url else None
-    # as gateway.app.build_cache_backend, without importing the app (and its schema)
-    backend: CacheBackend = RedisCache(settings.redis_url) if settings.redis_url else MemoryCache()
-    redis_for_sources = backend.client if isinstance(backend, RedisCache) else None
+    backend = build_cache_backend(settings)
+    redis_for_sources = getattr(backend, "client", None)  # Redis shares its pool
     sources = build_sources(settings, redis_for_sources)
     bus = build_bus(settings, client)
     notifier = build_notifier(settings)

@@ -29,12 +29,12 @@ from gateway.domain import (
 from gateway.observability import count_source_call
 from gateway.sources.registry import Sources
 
-__all__ = ["EntityLoader", "Loaders"]
+__all__ = ["CUSTOMER_CODEC", "LINK_CODEC", "EntityLoader", "Loaders"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-_customer = Codec[Customer](Customer)
+CUSTOMER_CODEC = Codec[Customer](Customer)
 _invoice = Codec[Invoice](Invoice)
 _invoice_page = Codec[Page[Invoice]](Page[Invoice])
 _subscriptions = Codec[list[Subscription]](list[Subscription])
@@ -42,20 +42,31 @@ _ticket = Codec[Ticket](Ticket)
 _ticket_page = Codec[Page[Ticket]](Page[Ticket])
 _file = Codec[StoredFile](StoredFile)
 _file_page = Codec[Page[StoredFile]](Page[StoredFile])
-_link = Codec[str](str)
+LINK_CODEC = Codec[str](str)
 # What an email look-up that found no account is cached as, for its kind's TTL like a found
 # link: a customer without a billing or help-desk account then costs no provider search per
 # page (gateway.resolvers.links reads it as None).
 _NO_ACCOUNT = ""
 
 
+# A look-up by email is keyed (email, CRM id of the customer whose email it is): the email
+# only as its pseudonym in the cache key, the CRM id as the entry's tag, so that erasing the
+# customer drops the link.
+EmailOf = tuple[str, str]
+
+
 def _no_account_kept(
     fetch: Callable[[Sequence[str]], Awaitable[Sequence[str | Exception | None]]],
-) -> Callable[[Sequence[str]], Awaitable[list[str | Exception]]]:
-    async def look_up(emails: Sequence[str]) -> list[str | Exception]:
-        return [_NO_ACCOUNT if found is None else found for found in await fetch(emails)]
+) -> Callable[[Sequence[EmailOf]], Awaitable[list[str | Exception]]]:
+    async def look_up(keys: Sequence[EmailOf]) -> list[str | Exception]:
+        found = await fetch([email for email, _customer_id in keys])
+        return [_NO_ACCOUNT if value is None else value for value in found]
 
     return look_up
+
+
+def _owner_tag(key: EmailOf, _value: str) -> list[str]:
+    return [f"customer:{key[1]}"]
 
 
 class EntityLoader(DataLoader[K, V]):
@@ -168,6 +179,10 @@ class Loaders:
         self._batching = batching
         self._on_load = on_load
 
+    def _pseudonym(self, key: EmailOf) -> str:
+        assert self._cache is not None  # cache_id is only asked with a cache
+        return self._cache.pseudonym(key[0])
+
     def _loader(self, **kwargs: Any) -> EntityLoader[Any, Any]:
         return EntityLoader(
             cache=self._cache, batch=self._batching, on_load=self._on_load, **kwargs
@@ -180,7 +195,7 @@ class Loaders:
             entity="customer",
             source=self.sources.crm.name,
             fetch=self.sources.crm.customers,
-            codec=_customer,
+            codec=CUSTOMER_CODEC,
             tags=lambda id, _c: [f"customer:{id}"],
         )
 
@@ -202,7 +217,14 @@ class Loaders:
                     out[position] = value
             return out
 
-        return self._loader(kind="crm", entity="link", source=crm.name, fetch=fetch, codec=_link)
+        return self._loader(
+            kind="crm",
+            entity="link",
+            source=crm.name,
+            fetch=fetch,
+            codec=LINK_CODEC,
+            tags=lambda _key, customer_id: [f"customer:{customer_id}"],
+        )
 
     @cached_property
     def invoice_page(self) -> EntityLoader[InvoiceQuery, Page[Invoice]]:
@@ -239,13 +261,16 @@ class Loaders:
         )
 
     @cached_property
-    def billing_link(self) -> EntityLoader[str, str]:
+    def billing_link(self) -> EntityLoader[EmailOf, str]:
+        """(email, CRM id) -> the billing id found by that email ("" where none was)."""
         return self._loader(
             kind="billing",
             entity="link",
             source=self.sources.billing.name,
             fetch=_no_account_kept(self.sources.billing.billing_ids_by_email),
-            codec=_link,
+            codec=LINK_CODEC,
+            cache_id=self._pseudonym,
+            tags=_owner_tag,
         )
 
     @cached_property
@@ -272,13 +297,16 @@ class Loaders:
         )
 
     @cached_property
-    def helpdesk_link(self) -> EntityLoader[str, str]:
+    def helpdesk_link(self) -> EntityLoader[EmailOf, str]:
+        """(email, CRM id) -> the helpdesk id found by that email ("" where none was)."""
         return self._loader(
             kind="helpdesk",
             entity="link",
             source=self.sources.helpdesk.name,
             fetch=_no_account_kept(self.sources.helpdesk.requester_ids_by_email),
-            codec=_link,
+            codec=LINK_CODEC,
+            cache_id=self._pseudonym,
+            tags=_owner_tag,
         )
 
     @cached_property

@@ -14,7 +14,7 @@ async def billing_id_of(ctx: Context, customer: Customer) -> str | None:
         return customer.billing_id
     if not customer.email:
         return None
-    found: str | None = await ctx.loaders.billing_link.load(customer.email.lower())
+    found: str | None = await ctx.loaders.billing_link.load((customer.email.lower(), customer.id))
     return found or None  # "": looked up, no account (cached by the loader)
 
 
@@ -24,7 +24,7 @@ async def helpdesk_id_of(ctx: Context, customer: Customer) -> str | None:
         return customer.helpdesk_id
     if not customer.email:
         return None
-    found: str | None = await ctx.loaders.helpdesk_link.load(customer.email.lower())
+    found: str | None = await ctx.loaders.helpdesk_link.load((customer.email.lower(), customer.id))
     return found or None  # "": looked up, no account (cached by the loader)
 
 

@@ -95,7 +95,10 @@ async def create_ticket(ctx: Context, draft: TicketDraft, client_mutation_id: st
     async def create_once() -> bytes:
         return (await create(key)).id.encode()
 
-    ticket_id = (await store.run_once(key, create_once)).decode()
+    # tagged with the customer's erasure tag, not `customer:`: a profile change must not
+    # forget which tickets a retry already created
+    owner = [f"owner:{customer_id}"]
+    ticket_id = (await store.run_once(key, create_once, tags=owner)).decode()
     found: Ticket | None = await ctx.loaders.ticket.load(ticket_id)
     if found is None:
         raise NotFound()

@@ -15,6 +15,7 @@ import msgspec
 
 from gateway.context import Services
 from gateway.domain import (
+    CustomerDeleted,
     CustomerUpdated,
     DomainEvent,
     FileDeleted,
@@ -27,6 +28,7 @@ from gateway.domain import (
 )
 from gateway.events.publisher import EventPublisher
 from gateway.loaders import Loaders
+from gateway.loaders.erasure import erase_customer
 
 __all__ = ["DEDUPE_TTL", "EventMirror", "Intake", "tags_of"]
 
@@ -102,6 +104,16 @@ class Intake:
             if isinstance(source, EventMirror):
                 event = source.apply_event(event)
         event = await self._route(event)
+        if isinstance(event, CustomerDeleted) and event.customer_id:
+            # before the event goes live: a replica's subscriptions of the customer end on
+            # it, and nothing of the customer is left to answer them from
+            removed = await erase_customer(
+                self.services.cache, event.customer_id, self.services.sources.crm
+            )
+            log.info(
+                "customer erased from the cache",
+                extra={"customer_id": event.customer_id, "removed": removed},
+            )
         tags = tags_of(event)
         if tags:
             await self.services.cache.drop_tags(tags)

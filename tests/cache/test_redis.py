@@ -7,7 +7,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -20,6 +20,7 @@ from gateway.cache.entity import DeferredWrites, EntityCache, StaleHit, deferred
 from gateway.cache.redis import RedisCache
 from gateway.errors import IntegrationUnavailable
 from tests.cache.redis_process import redis_on_port
+from tests.conftest import DATA_CIPHER
 from tests.servers import free_port, redis_server
 
 RETRY = 0.3  # retry_interval of the outage tests: short, yet far longer than a skipped call
@@ -65,21 +66,6 @@ def assert_ttl_near(pttl_ms: int, seconds: int) -> None:
 
 
 @pytest.fixture
-async def cache(redis_url: str) -> AsyncIterator[RedisCache]:
-    backend = RedisCache(redis_url)
-    yield backend
-    await backend.aclose()
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
-    """A client of its own, to look at what RedisCache left in Redis."""
-    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes], int]]:
     """A redis-server of this test alone: one it may stop, or whose command counts it reads."""
     with redis_server() as server:
@@ -93,6 +79,7 @@ def entities(cache: RedisCache, cache_prefix: str) -> EntityCache:
         prefix=cache_prefix,
         ttls={"crm": 300, "billing": 60, "helpdesk": 60, "files": 30},
         stale_ttl=3600,
+        cipher=DATA_CIPHER,
     )
 
 
@@ -276,7 +263,9 @@ async def test_outage_answers_misses_fast_then_caching_resumes_when_redis_return
 ) -> None:
     url, process, port = private_redis
     cache = RedisCache(url, retry_interval=RETRY)
-    entities = EntityCache(cache, prefix="pg:", ttls={"crm": 300}, stale_ttl=3600)
+    entities = EntityCache(
+        cache, prefix="pg:", ttls={"crm": 300}, stale_ttl=3600, cipher=DATA_CIPHER
+    )
     fetch = CountingFetch()
     try:
         await cache.set_many([("pg:k", b"before", 300)], {})
@@ -591,8 +580,17 @@ async def test_a_purge_runs_again_after_settle_for_other_replicas_fills(
 ) -> None:
     """Another replica's read, in flight during the purge, writes its old answer after it;
     the repeated purge removes it."""
-    here = EntityCache(cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, settle=0.3)
-    there = EntityCache(cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600)
+    here = EntityCache(
+        cache,
+        prefix=cache_prefix,
+        ttls={"crm": 300},
+        stale_ttl=3600,
+        settle=0.3,
+        cipher=DATA_CIPHER,
+    )
+    there = EntityCache(
+        cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, cipher=DATA_CIPHER
+    )
     fetch = CountingFetch()
 
     await here.drop_tags(["customer:1"])
@@ -608,7 +606,12 @@ async def test_closing_runs_the_waiting_purges_at_once(
     cache: RedisCache, cache_prefix: str
 ) -> None:
     entities = EntityCache(
-        cache, prefix=cache_prefix, ttls={"crm": 300}, stale_ttl=3600, settle=3600
+        cache,
+        prefix=cache_prefix,
+        ttls={"crm": 300},
+        stale_ttl=3600,
+        settle=3600,
+        cipher=DATA_CIPHER,
     )
     fetch = CountingFetch()
     await entities.drop_tags(["customer:1"])

@@ -4,6 +4,7 @@ redelivery of what was not acknowledged, release, dead letters."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,12 +25,13 @@ from gateway.domain import (
     TicketUpdated,
 )
 from gateway.events.bus import Delivery, EventBus
-from gateway.events.codec import decode_event
+from gateway.events.codec import decode_event, open_event
 from gateway.events.memory import MemoryBus
 from gateway.events.rabbitmq import RabbitMQBus
 from gateway.events.redis_streams import RedisStreamsBus
 from gateway.events.runtime import redis_client
 from gateway.events.sqs import SqsBus
+from tests.conftest import DATA_CIPHER
 from tests.events.conftest import REGION
 
 TIMEOUT = 0.3  # redelivery timeout of the buses under test (SQS: 1, it counts whole seconds)
@@ -94,11 +96,16 @@ class Redis(Backend):
         self.stream = f"{prefix}events"
 
     async def new(self) -> EventBus:
-        return RedisStreamsBus(self.client, stream=self.stream, redelivery_timeout=self.timeout)
+        return RedisStreamsBus(
+            self.client, stream=self.stream, cipher=DATA_CIPHER, redelivery_timeout=self.timeout
+        )
 
     async def dead_letters(self) -> list[tuple[DomainEvent, str]]:
         entries: Any = await self.client.xrange(f"{self.stream}:dead")
-        return [(decode_event(f[b"e"]), f[b"reason"].decode()) for _id, f in entries]
+        dead = f"{self.stream}:dead"
+        return [
+            (open_event(DATA_CIPHER, dead, f[b"e"]), f[b"reason"].decode()) for _id, f in entries
+        ]
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -116,6 +123,7 @@ class Sqs(Backend):
         bus = SqsBus(
             self.queue,
             region=REGION,
+            cipher=DATA_CIPHER,
             dead_letter_url=self.dead,
             endpoint_url=self.endpoint,
             redelivery_timeout=self.timeout,
@@ -135,7 +143,10 @@ class Sqs(Backend):
         finally:
             client.close()
         return [
-            (decode_event(m["Body"]), m["MessageAttributes"]["reason"]["StringValue"])
+            (
+                open_event(DATA_CIPHER, self.dead, base64.b64decode(m["Body"])),
+                m["MessageAttributes"]["reason"]["StringValue"],
+            )
             for m in response.get("Messages", [])
         ]
 
@@ -153,7 +164,7 @@ class RabbitMQ(Backend):
         self.buses: list[RabbitMQBus] = []
 
     async def new(self) -> EventBus:
-        bus = RabbitMQBus(self.url, queue=self.queue)
+        bus = RabbitMQBus(self.url, queue=self.queue, cipher=DATA_CIPHER)
         self.buses.append(bus)
         return bus
 
@@ -167,7 +178,8 @@ class RabbitMQ(Backend):
             queue = await channel.declare_queue(f"{self.queue}.dead", passive=True)
             found: list[tuple[DomainEvent, str]] = []
             while (message := await queue.get(fail=False, no_ack=True)) is not None:
-                found.append((decode_event(message.body), str(message.headers["x-reason"])))
+                dead = open_event(DATA_CIPHER, f"{self.queue}.dead", message.body)
+                found.append((dead, str(message.headers["x-reason"])))
             return found
         finally:
             await connection.close()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import GatewayServer
+from tests.conftest import DATA_KEY, GatewayServer
 from tests.events.clients import (
     INVOICE_UPDATED,
     GraphQLSocket,
@@ -43,6 +43,7 @@ def shared(redis_url: str, cache_prefix: str, dev_secret: str, tmp_path: Path) -
         "REDIS_URL": redis_url,
         "CACHE_PREFIX": cache_prefix,
         "AUTH_DEV_SECRET": dev_secret,
+        "DATA_ENCRYPTION_KEYS": DATA_KEY,
         "STRIPE_WEBHOOK_SECRET": signing.STRIPE_SECRET,
         "SANDBOX_FILES_DIR": str(tmp_path / "files"),
         "EVENTS_REDELIVERY_TIMEOUT": str(REDELIVERY),

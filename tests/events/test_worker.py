@@ -20,6 +20,7 @@ from gateway.events.redis_streams import RedisStreamsBus
 from gateway.events.runtime import redis_client
 from gateway.events.worker import Worker
 from gateway.sources.sandbox import SandboxCrm, demo_data
+from tests.conftest import DATA_CIPHER
 from tests.events.clients import _Sink, smtp_sink, wait_for_async
 
 
@@ -195,8 +196,8 @@ async def test_consumer_cancelled_before_ack_loses_nothing_and_sends_once(
     client = redis_client(redis_url)
     stream = f"{cache_prefix}events"
     timeout = 0.5
-    bus_a = RedisStreamsBus(client, stream=stream, redelivery_timeout=timeout)
-    bus_b = RedisStreamsBus(client, stream=stream, redelivery_timeout=timeout)
+    bus_a = RedisStreamsBus(client, stream=stream, cipher=DATA_CIPHER, redelivery_timeout=timeout)
+    bus_b = RedisStreamsBus(client, stream=stream, cipher=DATA_CIPHER, redelivery_timeout=timeout)
     worker_a = make_worker(
         bus_a, url, redis_backend, consumer="a", claim_ttl=timeout, prefix=cache_prefix
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.domain import (
+    CustomerDeleted,
     CustomerUpdated,
     InvoicePaid,
     InvoiceStatus,
@@ -125,7 +126,7 @@ def test_hubspot_v3_signs_method_uri_body_and_timestamp() -> None:
         HUBSPOT.verify(incoming(body, stale, url))
 
 
-def test_hubspot_events_of_the_customer_object_become_customer_updated() -> None:
+def test_hubspot_events_of_the_customer_object_become_customer_events() -> None:
     body = signing.hubspot_events(
         (11, "contact.propertyChange", "1001"),
         (12, "contact.deletion", "1002"),
@@ -135,7 +136,7 @@ def test_hubspot_events_of_the_customer_object_become_customer_updated() -> None
     events = HUBSPOT.parse(body)
     assert [(type(e), e.event_id, e.customer_id) for e in events] == [
         (CustomerUpdated, "hubspot:11", "1001"),
-        (CustomerUpdated, "hubspot:12", "1002"),
+        (CustomerDeleted, "hubspot:12", "1002"),
     ]
     companies = HubSpotWebhook(signing.HUBSPOT_SECRET, crm_object="companies")
     assert [e.customer_id for e in companies.parse(body)] == ["77"]
@@ -146,6 +147,32 @@ def test_hubspot_events_of_the_customer_object_become_customer_updated() -> None
     assert [e.customer_id for e in HUBSPOT.parse(generic)] == ["1003"]
     with pytest.raises(BadPayload):
         HUBSPOT.parse(b'{"eventId": 1}')
+
+
+def test_hubspot_deletions_and_merges_become_customer_deleted() -> None:
+    body = json.dumps(
+        [{"eventId": 21, "subscriptionType": "contact.privacyDeletion", "objectId": 1004,
+          "occurredAt": 1764300000000},
+         {"eventId": 22, "subscriptionType": "contact.merge", "objectId": 1001,
+          "occurredAt": 1764300000000, "primaryObjectId": 1001, "newObjectId": 1001,
+          "mergedObjectIds": [1001, 1003]},
+         {"eventId": 23, "subscriptionType": "object.deletion", "objectTypeId": "0-1",
+          "objectId": 1005, "occurredAt": 1764300000000}]
+    ).encode()  # fmt: skip
+    events = HUBSPOT.parse(body)
+    assert [(type(e), e.event_id, e.customer_id) for e in events] == [
+        (CustomerDeleted, "hubspot:21", "1004"),
+        (CustomerDeleted, "hubspot:22:1", "1003"),  # merged away into 1001
+        (CustomerUpdated, "hubspot:22:0", "1001"),
+        (CustomerDeleted, "hubspot:23", "1005"),
+    ]
+    assert isinstance(events[1], CustomerDeleted)
+    assert events[1].merged_into == "1001"
+    companies = HubSpotWebhook(signing.HUBSPOT_SECRET, crm_object="companies")
+    company = signing.hubspot_events((24, "company.deletion", "77"))
+    assert [(type(e), e.customer_id) for e in companies.parse(company)] == [(CustomerDeleted, "77")]
+    with pytest.raises(BadPayload, match="mergedObjectIds"):
+        HUBSPOT.parse(signing.hubspot_events((25, "contact.merge", "1001")))
 
 
 # -- Zendesk --------------------------------------------------------------------------------
