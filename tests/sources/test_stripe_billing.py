@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from gateway.domain import InvoiceQuery, InvoiceStatus
 from gateway.settings import Settings
-from gateway.sources.stripe import CONCURRENCY, StripeBilling
+from gateway.sources.stripe import StripeBilling
 from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.stripe import FakeStripe, running_fake_stripe
 from tests.sources.billing_behaviour import (
@@ -26,6 +26,7 @@ from tests.sources.billing_behaviour import (
     BillingEnv,
     link_customer,
 )
+from tests.webhooks.signing import STRIPE_SECRET, stripe_event, stripe_headers, stripe_invoice
 
 API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 # Fast retries, so failure tests spend their time on behaviour rather than backoff; a
@@ -357,13 +358,12 @@ def test_portal_session_without_billing_account_is_not_found(
 
 
 STAFF_50 = """query($ids: [ID!]!) { customers(ids: $ids) {
-  id invoices(first: 5) { edges { node { id total currency } } } } }"""
+  id invoices(first: 5) { totalCount edges { node { id total currency status } } } } }"""
 
 
-def test_fifty_customers_invoices_one_call_each_under_bounded_concurrency(
+def test_fifty_customers_invoices_come_from_five_searches(
     stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
 ) -> None:
-    # Stripe's live-mode limit; the default (25/1s, test mode) alone makes 50 calls take 1 s
     server = stripe_gateway(rate_limit_stripe="100/1s")
     fake_stripe.latency = 0.02
     crm_ids = [str(1001 + n) for n in range(50)]
@@ -382,19 +382,91 @@ def test_fifty_customers_invoices_one_call_each_under_bounded_concurrency(
     customers = body["data"]["customers"]
     assert [c["id"] for c in customers] == crm_ids
     assert all(len(c["invoices"]["edges"]) == 5 for c in customers)
+    assert all(c["invoices"]["totalCount"] == 6 for c in customers)
     assert customers[7]["invoices"]["edges"][0]["node"]["total"] == 705
     calls = fake_stripe.calls
-    assert len(calls) == 50
-    assert {c.path for c in calls} == {"/v1/invoices"}
-    assert sorted(c.param("customer") or "" for c in calls) == sorted(fake_stripe.customers)
-    assert {c.param("limit") for c in calls} == {"5"}
-    assert fake_stripe.max_in_flight <= CONCURRENCY
+    # 50 customers, 10 clauses a query (Stripe's limit), 60 invoices: one page each
+    assert len(calls) == 5
+    assert {c.path for c in calls} == {"/v1/invoices/search"}
+    clauses = [clause for c in calls for clause in (c.param("query") or "").split(" OR ")]
+    assert sorted(clauses) == sorted(f"customer:'{c}'" for c in fake_stripe.customers)
+    assert {c.param("limit") for c in calls} == {"100"}
     print(f"\nstaff-50 invoices: {len(calls)} Stripe calls, cold {cold * 1000:.0f} ms")
 
     fake_stripe.reset_calls()
     again = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
     assert again == body
     assert fake_stripe.calls == []  # warm: answered from the cache
+
+
+def test_search_pages_and_group_sizes_follow_what_was_seen(
+    stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
+) -> None:
+    """Customers with more invoices than one page of 100 holds for ten: the search is paged
+    through (next_page), and the next staff page puts fewer customers in each query."""
+    server = stripe_gateway(rate_limit_stripe="100/1s")
+    crm_ids = [str(1001 + n) for n in range(20)]
+    for n, crm_id in enumerate(crm_ids):
+        customer = fake_stripe.add_customer(email=f"c{n}@example.com")
+        link_customer(server, crm_id, customer)
+        for i in range(12):
+            fake_stripe.add_invoice(customer, total=100 * n + i, created=1_700_000_000 + i)
+    fake_stripe.reset_calls()
+    staff = server.token(None, ["staff"])
+
+    body = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in body, body
+    assert all(c["invoices"]["totalCount"] == 12 for c in body["data"]["customers"])
+    # two queries of 10 customers, 120 invoices each: two pages each
+    assert len(fake_stripe.calls) == 4
+    assert sum(1 for c in fake_stripe.calls if c.param("page")) == 2
+
+    fake_stripe.reset_calls()
+    other = STAFF_50.replace("first: 5", "first: 4")  # a page no cache holds yet
+    body = server.query(other, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in body, body
+    assert all(len(c["invoices"]["edges"]) == 4 for c in body["data"]["customers"])
+    # 12 invoices a customer seen: 8 customers a query fit one page (96)
+    assert len(fake_stripe.calls) == 3
+    assert not any(c.param("page") for c in fake_stripe.calls)
+
+
+def test_a_webhook_shows_on_the_staff_page_at_once_while_the_search_lags(
+    stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
+) -> None:
+    server = stripe_gateway(rate_limit_stripe="100/1s", stripe_webhook_secret=STRIPE_SECRET)
+    crm_ids = [str(1001 + n) for n in range(6)]
+    invoices = []
+    for n, crm_id in enumerate(crm_ids):
+        customer = fake_stripe.add_customer(email=f"c{n}@example.com")
+        link_customer(server, crm_id, customer)
+        invoices.append(fake_stripe.add_invoice(customer, status="open", total=100 + n))
+    staff = server.token(None, ["staff"])
+    before = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in before, before
+    own = "{ me { invoices(first: 5) { edges { node { id status amountDue } } } } }"
+    assert server.query(own, token=server.token(ADA)).json()["data"]["me"]["invoices"]
+
+    # Ada pays; Stripe's search index does not show it yet, its lists and webhook do
+    fake_stripe.freeze_search()
+    fake_stripe.set_invoice_status(invoices[0], "paid")
+    paid = stripe_invoice(invoices[0], fake_stripe.invoices[invoices[0]]["customer"], total=100)
+    event = stripe_event("evt_staff_1", "invoice.paid", paid)
+    answer = server.http.post("/webhooks/stripe", content=event, headers=stripe_headers(event))
+    assert answer.status_code == 200
+
+    mine = server.query(own, token=server.token(ADA)).json()["data"]["me"]["invoices"]
+    assert mine["edges"][0]["node"] == {"id": invoices[0], "status": "PAID", "amountDue": 0}
+    fake_stripe.reset_calls()
+    after = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in after, after
+    node = after["data"]["customers"][0]["invoices"]["edges"][0]["node"]
+    assert node["id"] == invoices[0]
+    assert node["status"] == "PAID"
+    # Ada's page from her list; the other five, whose pages the webhook did not drop,
+    # from the cache
+    assert [c.path for c in fake_stripe.calls] == ["/v1/invoices"]
+    assert fake_stripe.calls[0].param("customer") == fake_stripe.invoices[invoices[0]]["customer"]
 
 
 async def test_adapter_batch_answers_each_key_on_its_own(fake_stripe: FakeStripe) -> None:
