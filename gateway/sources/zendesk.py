@@ -401,6 +401,8 @@ class ZendeskHelpdesk:
         cursor, skip = _read_cursor(query.after)
         if query.first <= 0:
             return Page(items=[])
+        # a first page that holds the whole list counts it: no count call for totalCount
+        whole = cursor is None and skip == 0
         items: list[Ticket] = []
         cursors: list[str] = []
         for _ in range(_SCAN_PAGES):
@@ -423,10 +425,13 @@ class ZendeskHelpdesk:
                 if len(items) == query.first:
                     more = not last_here or following is not None
                     return Page(
-                        items=items, next_cursor=position if more else None, cursors=cursors
+                        items=items,
+                        next_cursor=position if more else None,
+                        total_count=len(items) if whole and not more else None,
+                        cursors=cursors,
                     )
             if following is None:
-                return Page(items=items, cursors=cursors)
+                return Page(items=items, total_count=len(items) if whole else None, cursors=cursors)
             cursor, skip = following, 0
         # scanned enough for one answer: the rest starts where the scan stopped
         return Page(items=items, next_cursor=_cursor(cursor, 0), cursors=cursors)

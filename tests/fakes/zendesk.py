@@ -73,6 +73,8 @@ class FakeZendesk(StatefulFake):
         self.token = token
         self.users: dict[int, dict[str, Any]] = {}
         self.tickets: dict[int, dict[str, Any]] = {}
+        # what the search endpoints answer from while frozen (freeze_search): a lagging index
+        self.search_snapshot: dict[int, dict[str, Any]] | None = None
         # Idempotency-Key -> (hash of the request body, the answer given)
         self.idempotency: dict[str, tuple[str, Answer]] = {}
         self._user_ids = itertools.count(360_000_001)
@@ -85,6 +87,13 @@ class FakeZendesk(StatefulFake):
             self.users.clear()
             self.tickets.clear()
             self.idempotency.clear()
+            self.search_snapshot = None
+
+    def freeze_search(self) -> None:
+        """From now on the search endpoints answer from the tickets as they are now, as
+        Zendesk's index does for minutes after a change (until `reset`)."""
+        with self.lock:
+            self.search_snapshot = {id: dict(t) for id, t in self.tickets.items()}
 
     @property
     def authorization(self) -> str:
@@ -289,9 +298,10 @@ class FakeZendesk(StatefulFake):
             return Answer(400, {"error": "invalid", "description": "type is wrong here"})
         requesters = terms.get("requester")
         statuses = terms.get("status")
+        indexed = self.search_snapshot if self.search_snapshot is not None else self.tickets
         found = [
             t
-            for t in self.tickets.values()
+            for t in indexed.values()
             if (requesters is None or str(t["requester_id"]) in requesters)
             and (statuses is None or t["status"] in statuses)
         ]

@@ -17,6 +17,7 @@ from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.zendesk import FakeZendesk
 from tests.sources.contract import ZENDESK_SPEC, check_zendesk_call
+from tests.webhooks.signing import ZENDESK_SECRET, zendesk_event, zendesk_headers
 
 SERVICE = {"X-API-Key": "test-service-key"}
 STAFF_PAGE = """query($ids: [ID!]!) { customers(ids: $ids) {
@@ -526,3 +527,159 @@ def test_a_request_over_its_incoming_limit_calls_no_provider(
         assert mutation.status_code == 429
         assert hubspot.count() == 2
         assert zendesk.count() == 2
+
+
+STAFF_TICKETS = """query($ids: [ID!]!, $status: TicketStatus) { customers(ids: $ids) { id
+  tickets(first: 2, status: $status) {
+    totalCount edges { cursor node { id status subject createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+OWN_TICKETS = """query($after: String, $status: TicketStatus) { me { id
+  tickets(first: 2, after: $after, status: $status) {
+    totalCount edges { cursor node { id status subject createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+ONE_TICKETS = """query($id: ID!, $after: String) { customer(id: $id) { id
+  tickets(first: 2, after: $after) {
+    totalCount edges { cursor node { id status subject createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+
+
+def without_cursors(connection: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "totalCount": connection["totalCount"],
+        "nodes": [edge["node"] for edge in connection["edges"]],
+        "hasNextPage": connection["pageInfo"]["hasNextPage"],
+    }
+
+
+@pytest.mark.parametrize("status", [None, "OPEN"], ids=["every-status", "open"])
+def test_a_staff_page_shows_each_customer_what_their_own_page_shows(
+    gateway: GatewayServer, hubspot: FakeHubSpot, zendesk: FakeZendesk, status: str | None
+) -> None:
+    people = [
+        *seed(hubspot, zendesk, 6, tickets=5),
+        *seed(hubspot, zendesk, 1, tickets=0),
+        *seed(hubspot, zendesk, 1, tickets=1),
+    ]
+    ids = [p.crm_id for p in people]
+    variables: dict[str, Any] = {"ids": ids, "status": status}
+
+    staff = ask(gateway, STAFF_TICKETS, variables, headers=SERVICE)
+
+    assert "errors" not in staff, staff
+    assert zendesk.counts() == {"search_export": 1}
+    shown = {c["id"]: c["tickets"] for c in staff["data"]["customers"]}
+    for person in people:
+        own = ask(gateway, OWN_TICKETS, {"status": status}, token=gateway.token(person.crm_id))
+        assert "errors" not in own, own
+        # the same tickets, totals and pageInfo; cursors are opaque (the list's may carry
+        # Zendesk's own), so they are compared by the page they lead to, below
+        assert without_cursors(shown[person.crm_id]) == without_cursors(
+            own["data"]["me"]["tickets"]
+        ), person.crm_id
+        wanted = [
+            t
+            for t in person.tickets
+            if status is None or zendesk.tickets[int(t)]["status"] == status.lower()
+        ]
+        assert shown[person.crm_id]["totalCount"] == len(wanted)
+    # the staff page's cursor reads the same next page as the customer's own list
+    first = people[0]
+    after = shown[first.crm_id]["pageInfo"]["endCursor"]
+    if status is None:
+        own_first = ask(gateway, OWN_TICKETS, token=gateway.token(first.crm_id))
+        own_after = own_first["data"]["me"]["tickets"]["pageInfo"]["endCursor"]
+        later = ask(gateway, ONE_TICKETS, {"id": first.crm_id, "after": after}, headers=SERVICE)
+        own_later = ask(
+            gateway, OWN_TICKETS, {"after": own_after}, token=gateway.token(first.crm_id)
+        )
+        assert without_cursors(later["data"]["customer"]["tickets"]) == without_cursors(
+            own_later["data"]["me"]["tickets"]
+        )
+        nodes = [e["node"]["id"] for e in later["data"]["customer"]["tickets"]["edges"]]
+        assert nodes == first.tickets[::-1][2:4]
+        assert later["data"]["customer"]["tickets"]["totalCount"] == 5
+
+
+def test_ticket_totals_on_every_page_from_zendesks_counts(
+    gateway: GatewayServer, hubspot: FakeHubSpot, zendesk: FakeZendesk
+) -> None:
+    [ada] = seed(hubspot, zendesk, 1, tickets=7)
+    token = gateway.token(ada.crm_id)
+    counted = "{ me { tickets(first: 2) { edges { node { id } } } } }"
+
+    body = ask(gateway, counted, token=token)
+    assert "errors" not in body, body
+    assert "user_related" not in zendesk.counts()  # totalCount not selected: no count asked
+
+    first = ask(gateway, OWN_TICKETS, token=token)["data"]["me"]["tickets"]
+    assert first["totalCount"] == 7
+    assert zendesk.count("user_related") == 1
+    second = ask(gateway, OWN_TICKETS, {"after": first["pageInfo"]["endCursor"]}, token=token)
+    assert second["data"]["me"]["tickets"]["totalCount"] == 7
+    assert zendesk.count("user_related") == 1  # cached like the list
+    opened = [t for t in ada.tickets if zendesk.tickets[int(t)]["status"] == "open"]
+    by_status = ask(gateway, OWN_TICKETS, {"status": "OPEN"}, token=token)
+    assert by_status["data"]["me"]["tickets"]["totalCount"] == len(opened)
+    # a whole first page counts itself: no count call; a longer list asks search/count
+    assert zendesk.count("search_count") == (0 if len(opened) <= 2 else 1)
+    last_page = ask(
+        gateway,
+        OWN_TICKETS,
+        {"after": second["data"]["me"]["tickets"]["pageInfo"]["endCursor"]},
+        token=token,
+    )
+    assert last_page["data"]["me"]["tickets"]["totalCount"] == 7
+
+
+def test_a_new_ticket_shows_at_once_on_the_own_and_the_staff_page_while_search_lags(
+    hubspot: FakeHubSpot,
+    zendesk: FakeZendesk,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    cache_prefix: str,
+) -> None:
+    settings = gateway_settings(
+        hubspot,
+        zendesk,
+        make_settings,
+        redis_url,
+        cache_prefix,
+        zendesk_webhook_secret=ZENDESK_SECRET,
+    )
+    people = seed(hubspot, zendesk, 6, tickets=2)
+    ada = people[0]
+    ids = [p.crm_id for p in people]
+    with running_gateway(settings) as gateway:
+        token = gateway.token(ada.crm_id)
+        before_staff = ask(gateway, STAFF_TICKETS, {"ids": ids}, headers=SERVICE)
+        assert before_staff["data"]["customers"][0]["tickets"]["totalCount"] == 2
+        assert ask(gateway, OWN_TICKETS, token=token)["data"]["me"]["tickets"]["totalCount"] == 2
+
+        # Ada opens a ticket; Zendesk's search index does not have it yet, its lists do
+        zendesk.freeze_search()
+        new = zendesk.add_ticket(ada.zendesk_id, "Newest question", status="new")
+        event = zendesk_event(
+            "evt-new-1",
+            "zen:event-type:ticket.created",
+            ticket_id=new,
+            requester_id=ada.zendesk_id,
+            status="NEW",
+        )
+        answer = gateway.http.post(
+            "/webhooks/zendesk", content=event, headers=zendesk_headers(event)
+        )
+        assert answer.status_code == 200, answer.text
+
+        own = ask(gateway, OWN_TICKETS, token=token)["data"]["me"]["tickets"]
+        assert own["edges"][0]["node"]["id"] == new
+        zendesk.reset_calls()
+        staff = ask(gateway, STAFF_TICKETS, {"ids": ids}, headers=SERVICE)
+        assert "errors" not in staff, staff
+        shown = staff["data"]["customers"][0]["tickets"]
+        assert shown["edges"][0]["node"]["id"] == new
+        assert shown == own  # both from Ada's list now
+        # Ada's page from her list (the change is newer than the index); the others cached
+        assert zendesk.counts() == {"tickets_requested": 1}
