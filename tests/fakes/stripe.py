@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -390,7 +391,14 @@ class FakeStripe:
         response_headers = {"Request-Id": f"req_{secrets.token_hex(7)}", **extra}
         if headers.get("stripe-version"):
             response_headers["Stripe-Version"] = headers["stripe-version"]
-        return JSONResponse(payload, status_code=status, headers=response_headers)
+        # orjson, as Stripe's servers burn none of this machine's CPU: the fake should burn
+        # little (a staff page's search answers ~600 invoices, ~2.7 MB)
+        return Response(
+            orjson.dumps(payload),
+            status_code=status,
+            headers=response_headers,
+            media_type="application/json",
+        )
 
     def _take_fault(self, path: str) -> Fault | None:
         if self._down is not None:
@@ -521,7 +529,7 @@ class FakeStripe:
             "url": _SEARCH,
             "has_more": more,
             "next_page": _page_token(start + limit, query) if more else None,
-            "data": [copy.deepcopy(obj) for obj in chosen],
+            "data": [_copied(obj) for obj in chosen],
         }
         if "total_count" in expand:
             body["total_count"] = len(found)
@@ -591,7 +599,7 @@ class FakeStripe:
                 "object": "list",
                 "url": url,
                 "has_more": len(ordered) > limit,
-                "data": [copy.deepcopy(obj) for obj in chosen],
+                "data": [_copied(obj) for obj in chosen],
             },
             {},
         )
@@ -672,6 +680,12 @@ def _read_page_token(token: str, query: str) -> int | None:
         return None  # a page token belongs to its query
     offset = value.get("o")
     return offset if isinstance(offset, int) and offset >= 0 else None
+
+
+def _copied(obj: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a JSON object, several times faster than copy.deepcopy."""
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(obj))
+    return copied
 
 
 def _error_body(
