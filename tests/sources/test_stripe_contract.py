@@ -233,6 +233,18 @@ async def test_every_request_the_adapter_makes_is_in_the_spec(
         assert not isinstance(subscriptions, Exception)
         assert len(subscriptions) == 2
         assert await billing.billing_ids_by_email(["ada@example.com", "x@y.z"]) == [ada, None]
+        # a staff view of six customers: the invoice search; totals: the search's count
+        others = [fake.add_customer(email=f"c{n}@example.com") for n in range(4)]
+        for n, customer in enumerate(others):
+            fake.add_invoice(customer, status="open", total=100 + n)
+        staff = await billing.invoice_pages_indexed(
+            [InvoiceQuery(billing_id=c, first=2) for c in (ada, grace, *others)]
+        )
+        assert all(not isinstance(page, Exception) for page in staff)
+        counts = await billing.invoice_counts(
+            [InvoiceQuery(billing_id=ada), InvoiceQuery(billing_id=ada, status=InvoiceStatus.PAID)]
+        )
+        assert counts == [15, 3]
         session = await billing.create_portal_session(ada, "https://portal.example.com/")
         assert session.url.startswith("https://")
         with pytest.raises(NotFound):
@@ -241,6 +253,7 @@ async def test_every_request_the_adapter_makes_is_in_the_spec(
         await billing.aclose()
 
     operations = {(call.method, call.path.rsplit("/", 1)[0]) for call in fake.calls}
+    assert {call.path for call in fake.calls} >= {"/v1/invoices/search"}
     assert operations >= {
         ("GET", "/v1"),  # /v1/invoices, /v1/subscriptions, /v1/customers
         ("GET", "/v1/invoices"),  # /v1/invoices/{invoice}

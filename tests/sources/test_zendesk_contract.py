@@ -65,6 +65,17 @@ async def test_every_exchange_of_the_adapter_keeps_to_the_spec(
         ]
     )
     await helpdesk.tickets([*ids, "4242"])
+    others = [zendesk.add_user(f"c{n}@example.com") for n in range(4)]
+    for user in others:
+        zendesk.add_ticket(user, "Where is my order?")
+    staff = await helpdesk.ticket_pages_indexed(
+        [TicketQuery(requester_id=u, first=2) for u in (ada, grace, *others)]
+    )
+    assert all(isinstance(page, Page) for page in staff)
+    counts = await helpdesk.ticket_counts(
+        [TicketQuery(requester_id=ada), TicketQuery(requester_id=ada, status=TicketStatus.OPEN)]
+    )
+    assert counts == [14, 3]
     await helpdesk.requester_ids_by_email(["ada@example.com", "nobody@example.com"])
     created = await helpdesk.create_ticket(ada, TicketDraft(subject="S", description="D"), "k")
     again = await helpdesk.create_ticket(ada, TicketDraft(subject="S", description="D"), "k")
@@ -77,10 +88,13 @@ async def test_every_exchange_of_the_adapter_keeps_to_the_spec(
         ("GET", "/api/v2/tickets"),  # the requested-tickets calls (see contract.py)
         ("GET", "/api/v2/tickets/show_many"),
         ("GET", "/api/v2/users/search"),
+        ("GET", "/api/v2/search/export"),
+        ("GET", f"/api/v2/users/{ada}/related"),
+        ("GET", "/api/v2/search/count"),
         ("POST", "/api/v2/tickets"),
     }
     assert {call.status for call in zendesk.calls} == {200, 201}
-    assert len(zendesk.calls) == 9
+    assert len(zendesk.calls) == 12
 
 
 async def test_the_fakes_other_routes_answer_by_the_spec(zendesk: FakeZendesk) -> None:
