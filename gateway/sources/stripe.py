@@ -1,12 +1,15 @@
 """The Stripe billing adapter (BILLING_SOURCE=stripe), on the official SDK.
 
-The SDK builds every request and parses every answer; its HTTP goes through
-`UpstreamHTTPClient`, which hands each request to the gateway's `UpstreamClient`. So one
-policy decides retries (the SDK's own are off: `max_network_retries=0`), and every call
-counts against Stripe's breaker, the shared rate limit and the upstream metrics.
+The SDK builds every request and parses every answer but the invoice search's; its HTTP
+goes through `UpstreamHTTPClient`, which hands each request to the gateway's
+`UpstreamClient` (the search goes there directly). So one policy decides retries (the
+SDK's own are off: `max_network_retries=0`), and every call counts against Stripe's
+breaker, the shared rate limit and the upstream metrics.
 
 Reads go through the SDK's `raw_request_async` and stay dicts (see `_get` for the measured
-reason); the portal session uses the typed service. Only fields that are stable across API
+reason), except the invoice search of staff views, which the upstream client sends and
+msgspec decodes without the SDK (see `_search_page`); the portal session uses the typed
+service. Only fields that are stable across API
 versions are read (DESIGN section 11). A customer's own invoices are one
 `GET /v1/invoices?customer=` per customer (read-after-write: what a webhook changed shows at
 once); a view of many customers (`invoice_pages_indexed`) reads Stripe's invoice search,
