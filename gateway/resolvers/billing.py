@@ -56,6 +56,7 @@ async def customer_invoices(
         indexed=loaders.invoice_page_indexed,
         count=loaders.invoice_count,
         with_total=with_total,
+        pages_carry_totals=ctx.services.sources.billing.pages_carry_totals,
     )
 
 

@@ -10,6 +10,7 @@ selected and the page did not already carry one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, TypeVar
 
@@ -36,18 +37,33 @@ async def counted_page(
     indexed: EntityLoader[Q, Page[Any]],
     count: EntityLoader[Q, int],
     with_total: bool,
+    pages_carry_totals: bool,
 ) -> Page[Any]:
     """The page `query` asks for; with `with_total`, its `total_count` filled in where the
     provider can say (a failed count leaves it null rather than failing the page)."""
     staff_view = ctx.viewer.privileged and query.after is None
-    page: Page[Any] = await ctx.load(indexed if staff_view else own, query, path)
-    if not with_total or page.total_count is not None:
+    loader = indexed if staff_view else own
+    page: Page[Any]
+    total: int | None = None
+    if with_total and not pages_carry_totals and not staff_view:
+        page, total = await asyncio.gather(
+            ctx.load(loader, query, path), _total(ctx, count, query, path)
+        )
+    else:
+        page = await ctx.load(loader, query, path)
+        if with_total and page.total_count is None:
+            total = await _total(ctx, count, query, path)
+    if page.total_count is not None or total is None:
         return page
+    return msgspec.structs.replace(page, total_count=total)
+
+
+async def _total(
+    ctx: Context, count: EntityLoader[Q, int], query: Q, path: list[Any]
+) -> int | None:
     try:
         total: int | None = await ctx.load(count, query, path)
     except GatewayError as exc:
         log.warning("a list's total could not be read: %s", type(exc).__name__)
-        return page
-    if total is None:
-        return page
-    return msgspec.structs.replace(page, total_count=total)
+        return None
+    return total

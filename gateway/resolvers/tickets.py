@@ -44,6 +44,7 @@ async def customer_tickets(
         indexed=loaders.ticket_page_indexed,
         count=loaders.ticket_count,
         with_total=with_total,
+        pages_carry_totals=ctx.services.sources.helpdesk.pages_carry_totals,
     )
 
 

@@ -53,6 +53,10 @@ class CrmSource(Source, Protocol):
 
 
 class BillingSource(Source, Protocol):
+    # Whether every page of `invoice_pages` carries its total (the adapter reads a
+    # customer's invoices whole); False: only where a first page holds them all.
+    pages_carry_totals: bool
+
     async def invoice_pages(
         self, queries: Sequence[InvoiceQuery]
     ) -> list[Page[Invoice] | Exception]:
@@ -92,6 +96,9 @@ class BillingSource(Source, Protocol):
 
 
 class HelpdeskSource(Source, Protocol):
+    # Whether every page of `ticket_pages` carries its total (see BillingSource).
+    pages_carry_totals: bool
+
     async def ticket_pages(self, queries: Sequence[TicketQuery]) -> list[Page[Ticket] | Exception]:
         """One page of each requester's tickets, read-after-write (a customer's own portal)."""
         ...

@@ -82,6 +82,7 @@ class OAuthBilling(ABC):
     """
 
     name: str
+    pages_carry_totals = True  # a customer's invoices are read whole, paged here
     _log: ClassVar[logging.Logger]  # the adapter module's logger, named in every record
     _ids_per_call: ClassVar[int]  # customers (or invoice ids) a provider call
     _id: ClassVar[re.Pattern[str]]  # the provider's ids; anything else is not one

@@ -247,6 +247,7 @@ class SandboxCrm(_SandboxSource):
 
 
 class SandboxBilling(_SandboxSource):
+    pages_carry_totals = True
     kind = "billing"
 
     def _of(self, billing_id: str, status: InvoiceStatus | None) -> list[Invoice]:
@@ -324,6 +325,7 @@ class SandboxBilling(_SandboxSource):
 
 
 class SandboxHelpdesk(_SandboxSource):
+    pages_carry_totals = True
     kind = "helpdesk"
 
     def __init__(self, data: SandboxData, latency_ms: float = 0.0, fail: bool = False) -> None:

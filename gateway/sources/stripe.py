@@ -183,6 +183,7 @@ class StripeBilling:
     """BillingSource over Stripe's API."""
 
     name = SOURCE
+    pages_carry_totals = False  # a list page has no total (a whole first page counts itself)
 
     def __init__(
         self,

@@ -210,6 +210,7 @@ class ZendeskHelpdesk:
     """The help-desk protocol of gateway.sources.base over the Zendesk Support API."""
 
     name = "zendesk"
+    pages_carry_totals = False  # cursor pages have no count (a whole first page counts itself)
     _answers = ProviderAnswers(name, log)
 
     def __init__(

@@ -151,6 +151,10 @@ def _upstream(operation: str, outcome: str) -> float:
     return value or 0.0
 
 
+# the list alone: totalCount would add the count's search beside it (gateway.resolvers.pages)
+LIST_ONLY = "{ me { invoices { edges { node { id } } } } }"
+
+
 def _ada_with_an_invoice(server: GatewayServer, fake: FakeStripe) -> str:
     customer = fake.add_customer(email="ada@example.com")
     link_customer(server, ADA, customer)
@@ -166,8 +170,8 @@ def test_one_retry_policy_decides_not_the_sdks(
     before_ok = _upstream("invoices.list", "ok")
     before_failed = _upstream("invoices.list", "server_error")
     fake_stripe.fail_next(500, times=2, path="/v1/invoices")
-    body = server.query("{ me { invoices { totalCount } } }", token=server.token(ADA)).json()
-    assert body == {"data": {"me": {"invoices": {"totalCount": 1}}}}
+    body = server.query(LIST_ONLY, token=server.token(ADA)).json()
+    assert len(body["data"]["me"]["invoices"]["edges"]) == 1
     # two failures and the success: RETRY_MAX_ATTEMPTS in all, not multiplied by the SDK's
     assert len(fake_stripe.calls_to("GET", "/v1/invoices")) == 3
     assert _upstream("invoices.list", "server_error") - before_failed == 2
@@ -180,7 +184,7 @@ def test_stripe_should_retry_false_stops_retries(
     server = stripe_gateway(retry_max_attempts=3)
     _ada_with_an_invoice(server, fake_stripe)
     fake_stripe.fail_next(500, times=3, headers={"Stripe-Should-Retry": "false"})
-    body = server.query("{ me { invoices { totalCount } } }", token=server.token(ADA)).json()
+    body = server.query(LIST_ONLY, token=server.token(ADA)).json()
     [error] = body["errors"]
     assert error["extensions"]["code"] == "INTEGRATION_UNAVAILABLE"
     assert error["extensions"]["retryable"] is False
@@ -194,7 +198,9 @@ def test_rate_limited_by_stripe_honours_retry_after_then_says_when(
     _ada_with_an_invoice(server, fake_stripe)
     fake_stripe.fail_next(429, times=2, headers={"Retry-After": "0.3"})
     started = time.monotonic()
-    body = server.query("{ me { name invoices { totalCount } } }", token=server.token(ADA))
+    body = server.query(
+        "{ me { name invoices { edges { node { id } } } } }", token=server.token(ADA)
+    )
     assert time.monotonic() - started >= 0.3
     result = body.json()
     assert result["data"]["me"] == {"name": "Ada Lovelace", "invoices": None}
@@ -247,7 +253,7 @@ def test_a_wrong_key_is_integration_unavailable_and_never_shown(
 ) -> None:
     server = stripe_gateway(stripe_api_key="sk_test_wrongwrongwrong")
     _ada_with_an_invoice(server, fake_stripe)
-    response = server.query("{ me { invoices { totalCount } } }", token=server.token(ADA))
+    response = server.query(LIST_ONLY, token=server.token(ADA))
     [error] = response.json()["errors"]
     assert error["extensions"] == {
         "code": "INTEGRATION_UNAVAILABLE",
@@ -557,3 +563,34 @@ def test_an_invoice_with_a_time_no_calendar_has_is_skipped_not_fatal(
     assert "errors" not in body
     ids = [edge["node"]["id"] for edge in body["data"]["me"]["invoices"]["edges"]]
     assert ids == [readable]
+
+
+def test_total_count_of_a_longer_list_is_asked_beside_the_page(
+    stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
+) -> None:
+    server = stripe_gateway()
+    customer = _ada_with_an_invoice(server, fake_stripe)
+    for n in range(4):
+        fake_stripe.add_invoice(customer, status="paid", total=10 + n)
+    fake_stripe.latency = 0.3
+    query = "{ me { invoices(first: 2) { totalCount edges { node { id } } } } }"
+
+    body = server.query(query, token=server.token(ADA)).json()
+
+    assert body["data"]["me"]["invoices"]["totalCount"] == 5
+    listed, counted = fake_stripe.calls_to("GET", "/v1/invoices")
+    assert {listed.path, counted.path} == {"/v1/invoices", "/v1/invoices/search"}
+    assert abs(listed.at - counted.at) < 0.25  # sent together, not one after the other
+    search = counted if counted.path.endswith("search") else listed
+    assert search.param("query") == f"customer:'{customer}'"
+    # the total is cached like the list: a later page asks nothing more for it
+    fake_stripe.latency = 0.0
+    fake_stripe.reset_calls()
+    after = body["data"]["me"]["invoices"]["edges"][-1]["node"]["id"]
+    later = server.query(
+        "query($after: String) { me { invoices(first: 2, after: $after) { totalCount } } }",
+        {"after": after},
+        token=server.token(ADA),
+    ).json()
+    assert later["data"]["me"]["invoices"]["totalCount"] == 5
+    assert [c.path for c in fake_stripe.calls] == ["/v1/invoices"]
