@@ -5,7 +5,9 @@ changed at once. A privileged viewer (staff, services) reading first pages goes 
 `*_indexed` loaders, which for a view of many customers read the provider's search index
 (fewest calls, a lag of up to a minute or more: docs/design.md section 11), cached apart
 from the customer's own pages. A total is asked of the provider only when `totalCount` is
-selected and the page did not already carry one.
+selected and the page does not carry one: beside the page where the provider's list pages
+carry none past a whole first page (Stripe, Zendesk: `pages_carry_totals` False), so the
+count costs a call but no round trip; after the page elsewhere.
 """
 
 from __future__ import annotations
