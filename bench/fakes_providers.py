@@ -145,9 +145,13 @@ class FakeProviders:
         return measured
 
     def expected_minimum(self, scenario: str) -> dict[str, int] | None:
-        # HubSpot batch/read per 100 ids; Stripe and Zendesk one list per customer (their
-        # APIs have no list for many customers); S3 one listing per customer folder
+        # HubSpot batch/read per 100 ids; S3 one listing per customer folder. A customer's
+        # own page: Stripe and Zendesk one list each, and beside it one count each for
+        # totalCount (10 of 12 shown: neither list page carries a total). A staff page of
+        # 50 (12 invoices and 12 tickets each): Stripe's invoice search, 8 customers a query
+        # so that one page of 100 holds each (10 clauses would need a second page in a
+        # row), 7 queries; Zendesk one search export of up to 1,000 tickets (DESIGN 11)
         return {
-            "portal-home": {"hubspot": 1, "stripe": 1, "zendesk": 1, "s3": 1},
-            "staff-50": {"hubspot": 1, "stripe": 50, "zendesk": 50, "s3": 0},
+            "portal-home": {"hubspot": 1, "stripe": 2, "zendesk": 2, "s3": 1},
+            "staff-50": {"hubspot": 1, "stripe": 7, "zendesk": 1, "s3": 0},
         }.get(scenario)

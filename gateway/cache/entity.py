@@ -21,7 +21,12 @@ from gateway.cache.codec import Codec
 from gateway.encryption import DataCipher
 from gateway.observability import CACHE_REQUESTS, labelled
 
-__all__ = ["DeferredWrites", "EntityCache", "Fetch", "StaleHit", "deferred_writes"]
+__all__ = ["INDEX_LAG", "DeferredWrites", "EntityCache", "Fetch", "StaleHit", "deferred_writes"]
+
+# Seconds a provider's search index may lag behind it (docs/design.md section 11): Stripe
+# documents "less than a minute" under normal operation; Zendesk indexes new and changed
+# tickets within minutes. For this long after a change a customer's pages skip the index.
+INDEX_LAG = {"billing": 90, "helpdesk": 300}
 
 _NOTHING = object()  # not among the values being written
 
@@ -341,6 +346,25 @@ class EntityCache:
         )
         if write is not None:
             await write
+
+    async def note_changes(self, tags: Sequence[str]) -> None:
+        """Remember, for the search index's lag (INDEX_LAG), that the owners behind `tags`
+        (`billing:{id}`, `helpdesk:{id}`) changed: their pages are then read from the
+        provider's lists, never from an index that may not show the change yet."""
+        entries: list[Entry] = [
+            (self.key(kind, "changed", tag.partition(":")[2]), b"1", INDEX_LAG[kind])
+            for tag in tags
+            if (kind := tag.partition(":")[0]) in INDEX_LAG
+        ]
+        if entries:
+            await self.backend.set_many(entries, {})
+
+    async def changed_recently(self, kind: str, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` (billing or help-desk ids) changed within the index's lag."""
+        if not ids:
+            return set()
+        found = await self.backend.get_many([self.key(kind, "changed", id) for id in ids])
+        return {id for id, value in zip(ids, found, strict=True) if value is not None}
 
     async def invalidate(self, kind: str, entity: str, ids: Sequence[str]) -> None:
         keys = [self.key(kind, entity, id) for id in ids]

@@ -85,6 +85,34 @@ for i = tags + 1, #KEYS do drop(KEYS[i]) end
 return removed
 """
 
+# The writes of one event-loop turn as one command: a pipeline of SET, SADD and EXPIRE
+# costs redis-py a packed command and a parsed reply each (a cold staff page of 50: ~1,200
+# commands, ~18 ms of CPU), the script one of each (docs/design.md section 12).
+# KEYS: the entries' keys, then the tag sets'. ARGV: the number of entries; each entry's
+# value and ttl; then for each tag set its ttl, its member count and the members (added in
+# slices of 1,000, as unpack() of more could overflow Lua's stack). A tag set expires no
+# earlier than its longest-lived member: EXPIRE NX sets a first expiry, GT only extends it.
+_SET_MANY = """
+local n = tonumber(ARGV[1])
+local a = 2
+for k = 1, n do
+  redis.call('SET', KEYS[k], ARGV[a], 'EX', ARGV[a + 1])
+  a = a + 2
+end
+for t = n + 1, #KEYS do
+  local ttl = ARGV[a]
+  local count = tonumber(ARGV[a + 1])
+  a = a + 2
+  for first = a, a + count - 1, 1000 do
+    redis.call('SADD', KEYS[t], unpack(ARGV, first, math.min(first + 999, a + count - 1)))
+  end
+  a = a + count
+  redis.call('EXPIRE', KEYS[t], ttl, 'NX')
+  redis.call('EXPIRE', KEYS[t], ttl, 'GT')
+end
+return n
+"""
+
 # one set_many call: its live entries and its tag memberships
 _Write = tuple[list[Entry], Mapping[str, Sequence[str]]]
 
@@ -133,12 +161,13 @@ class RedisCache:
         self._drop_tags_script = self._client.register_script(_DROP_TAGS)
         self._count_and_get_script = self._client.register_script(_COUNT_AND_GET)
         self._erase_script = self._client.register_script(_ERASE)
+        self._set_many_script = self._client.register_script(_SET_MANY)
         # the reads of one event-loop turn (every loader of a request, and of the other
         # requests in flight) go out as one MGET
         self._reads: TurnBatch[list[str], list[bytes | None]] = TurnBatch(self._mget)
         # and the writes of one turn (a request's fills, released together once it has
         # answered: a hundred on a cold staff page) go out as one pipeline
-        self._writes: TurnBatch[_Write, None] = TurnBatch(self._pipeline)
+        self._writes: TurnBatch[_Write, None] = TurnBatch(self._write_turn)
 
     @property
     def client(self) -> redis.asyncio.Redis:
@@ -208,22 +237,27 @@ class RedisCache:
             return
         await self._writes.submit((live, tags))
 
-    async def _pipeline(self, writes: list[_Write]) -> list[None]:
+    async def _write_turn(self, writes: list[_Write]) -> list[None]:
+        entry_keys: list[str] = []
+        entry_args: list[bytes | str | int] = []
+        tag_keys: list[str] = []
+        tag_args: list[bytes | str | int] = []
+        for live, tags in writes:
+            ttls = {key: ttl for key, _value, ttl in live}
+            longest = max(ttls.values())
+            for key, value, ttl in live:
+                entry_keys.append(key)
+                entry_args += [value, ttl]
+            for tag, members in tags.items():
+                if not members:
+                    continue
+                tag_keys.append(tag)
+                tag_args += [max(ttls.get(member, longest) for member in members), len(members)]
+                tag_args += members
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for live, tags in writes:
-                    ttls = {key: ttl for key, _value, ttl in live}
-                    longest = max(ttls.values())
-                    for key, value, ttl in live:
-                        pipe.set(key, value, ex=ttl)
-                    for tag, members in tags.items():
-                        if not members:
-                            continue
-                        tag_ttl = max(ttls.get(member, longest) for member in members)
-                        pipe.sadd(tag, *members)
-                        pipe.expire(tag, tag_ttl, nx=True)
-                        pipe.expire(tag, tag_ttl, gt=True)
-                await pipe.execute()
+            await self._set_many_script(
+                keys=entry_keys + tag_keys, args=[len(entry_keys), *entry_args, *tag_args]
+            )
         except _FAILURES as exc:
             self._failed("set_many", exc)
         else:

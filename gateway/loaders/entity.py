@@ -6,6 +6,7 @@ request's ("identical keys in one request are fetched once").
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import cached_property
 from typing import Any, TypeVar
@@ -27,12 +28,20 @@ from gateway.domain import (
     TicketQuery,
 )
 from gateway.observability import count_source_call
+from gateway.sources.fanout import filled
 from gateway.sources.registry import Sources
 
 __all__ = ["CUSTOMER_CODEC", "LINK_CODEC", "EntityLoader", "Loaders"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+Q = TypeVar("Q")
+P = TypeVar("P")
+
+
+async def _nothing() -> list[Any]:
+    return []
+
 
 CUSTOMER_CODEC = Codec[Customer](Customer)
 _invoice = Codec[Invoice](Invoice)
@@ -43,6 +52,7 @@ _ticket_page = Codec[Page[Ticket]](Page[Ticket])
 _file = Codec[StoredFile](StoredFile)
 _file_page = Codec[Page[StoredFile]](Page[StoredFile])
 LINK_CODEC = Codec[str](str)
+_count = Codec[int](int)
 # What an email look-up that found no account is cached as, for its kind's TTL like a found
 # link: a customer without a billing or help-desk account then costs no provider search per
 # page (gateway.resolvers.links reads it as None).
@@ -151,6 +161,11 @@ class EntityLoader(DataLoader[K, V]):
         return results
 
 
+def _count_id(query: InvoiceQuery | TicketQuery) -> str:
+    owner = query.billing_id if isinstance(query, InvoiceQuery) else query.requester_id
+    return f"{owner}:{query.status.value if query.status else ''}"
+
+
 def _page_id(query: InvoiceQuery | TicketQuery | FileQuery) -> str:
     owner = (
         query.billing_id
@@ -187,6 +202,38 @@ class Loaders:
         return EntityLoader(
             cache=self._cache, batch=self._batching, on_load=self._on_load, **kwargs
         )
+
+    def _skipping_changed(
+        self,
+        kind: str,
+        owner: Callable[[Q], str],
+        indexed: Callable[[Sequence[Q]], Awaitable[list[P]]],
+        lists: Callable[[Sequence[Q]], Awaitable[list[P]]],
+    ) -> Callable[[Sequence[Q]], Awaitable[list[P]]]:
+        """`indexed`, except for owners a webhook or mutation changed within the index's
+        lag (EntityCache.note_changes): their pages come from `lists`, so the change shows
+        on a staff page at once, as on the customer's own."""
+        cache = self._cache
+
+        async def fetch(queries: Sequence[Q]) -> list[P]:
+            changed = (
+                await cache.changed_recently(kind, [owner(q) for q in queries]) if cache else set()
+            )
+            if not changed:
+                return await indexed(queries)
+            fresh = [i for i, q in enumerate(queries) if owner(q) in changed]
+            rest = [i for i, q in enumerate(queries) if owner(q) not in changed]
+            listed, searched = await asyncio.gather(
+                lists([queries[i] for i in fresh]),
+                indexed([queries[i] for i in rest]) if rest else _nothing(),
+            )
+            out: list[P | None] = [None] * len(queries)
+            for positions, answers in ((fresh, listed), (rest, searched)):
+                for position, answer in zip(positions, answers, strict=True):
+                    out[position] = answer
+            return filled(out)
+
+        return fetch
 
     @cached_property
     def customer(self) -> EntityLoader[str, Customer]:
@@ -239,6 +286,39 @@ class Loaders:
         )
 
     @cached_property
+    def invoice_page_indexed(self) -> EntityLoader[InvoiceQuery, Page[Invoice]]:
+        """Pages for views of many customers: they may come from the provider's search
+        index, so they are cached apart from the customer's own (`invoice_page`), which a
+        webhook's invalidation must leave read-after-write."""
+        return self._loader(
+            kind="billing",
+            entity="invoices-indexed",
+            source=self.sources.billing.name,
+            fetch=self._skipping_changed(
+                "billing",
+                lambda q: q.billing_id,
+                self.sources.billing.invoice_pages_indexed,
+                self.sources.billing.invoice_pages,
+            ),
+            codec=_invoice_page,
+            cache_id=_page_id,
+            tags=lambda q, _p: [f"billing:{q.billing_id}"],
+        )
+
+    @cached_property
+    def invoice_count(self) -> EntityLoader[InvoiceQuery, int]:
+        """A customer's invoice total (of a status), keyed without `first` and `after`."""
+        return self._loader(
+            kind="billing",
+            entity="invoice-count",
+            source=self.sources.billing.name,
+            fetch=self.sources.billing.invoice_counts,
+            codec=_count,
+            cache_id=_count_id,
+            tags=lambda q, _n: [f"billing:{q.billing_id}"],
+        )
+
+    @cached_property
     def invoice(self) -> EntityLoader[str, Invoice]:
         return self._loader(
             kind="billing",
@@ -283,6 +363,37 @@ class Loaders:
             codec=_ticket_page,
             cache_id=_page_id,
             tags=lambda q, _p: [f"helpdesk:{q.requester_id}"],
+        )
+
+    @cached_property
+    def ticket_page_indexed(self) -> EntityLoader[TicketQuery, Page[Ticket]]:
+        """Pages for views of many customers, cached apart (see `invoice_page_indexed`)."""
+        return self._loader(
+            kind="helpdesk",
+            entity="tickets-indexed",
+            source=self.sources.helpdesk.name,
+            fetch=self._skipping_changed(
+                "helpdesk",
+                lambda q: q.requester_id,
+                self.sources.helpdesk.ticket_pages_indexed,
+                self.sources.helpdesk.ticket_pages,
+            ),
+            codec=_ticket_page,
+            cache_id=_page_id,
+            tags=lambda q, _p: [f"helpdesk:{q.requester_id}"],
+        )
+
+    @cached_property
+    def ticket_count(self) -> EntityLoader[TicketQuery, int]:
+        """A requester's ticket total (of a status), keyed without `first` and `after`."""
+        return self._loader(
+            kind="helpdesk",
+            entity="ticket-count",
+            source=self.sources.helpdesk.name,
+            fetch=self.sources.helpdesk.ticket_counts,
+            codec=_count,
+            cache_id=_count_id,
+            tags=lambda q, _n: [f"helpdesk:{q.requester_id}"],
         )
 
     @cached_property

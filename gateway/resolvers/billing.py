@@ -18,6 +18,7 @@ from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_page_args, require_customer, require_viewer
 from gateway.resolvers.customers import owner_of
 from gateway.resolvers.links import billing_id_of
+from gateway.resolvers.pages import counted_page
 
 __all__ = [
     "create_billing_portal_session",
@@ -37,14 +38,26 @@ async def customer_invoices(
     after: str | None,
     status: InvoiceStatus | None,
     path: list[Any],
+    with_total: bool = False,
 ) -> Page[Invoice]:
+    """A page of the customer's invoices (see gateway.resolvers.pages for which path);
+    `with_total`: `totalCount` is selected."""
     check_page_args(first, after)
     billing_id = await billing_id_of(ctx, customer)
     if billing_id is None:
         return EMPTY
     query = InvoiceQuery(billing_id=billing_id, first=first, after=after, status=status)
-    page: Page[Invoice] = await ctx.load(ctx.loaders.invoice_page, query, path)
-    return page
+    loaders = ctx.loaders
+    return await counted_page(
+        ctx,
+        query,
+        path,
+        own=loaders.invoice_page,
+        indexed=loaders.invoice_page_indexed,
+        count=loaders.invoice_count,
+        with_total=with_total,
+        pages_carry_totals=ctx.services.sources.billing.pages_carry_totals,
+    )
 
 
 async def customer_subscriptions(

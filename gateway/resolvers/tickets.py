@@ -12,6 +12,7 @@ from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_page_args, require_customer, require_viewer
 from gateway.resolvers.customers import owner_of
 from gateway.resolvers.links import helpdesk_id_of
+from gateway.resolvers.pages import counted_page
 
 __all__ = ["create_ticket", "customer_tickets", "ticket", "ticket_requester"]
 
@@ -25,14 +26,26 @@ async def customer_tickets(
     after: str | None,
     status: TicketStatus | None,
     path: list[Any],
+    with_total: bool = False,
 ) -> Page[Ticket]:
+    """A page of the customer's tickets (see gateway.resolvers.pages for which path);
+    `with_total`: `totalCount` is selected."""
     check_page_args(first, after)
     requester_id = await helpdesk_id_of(ctx, customer)
     if requester_id is None:
         return Page(items=[], next_cursor=None, total_count=0)
     query = TicketQuery(requester_id=requester_id, first=first, after=after, status=status)
-    page: Page[Ticket] = await ctx.load(ctx.loaders.ticket_page, query, path)
-    return page
+    loaders = ctx.loaders
+    return await counted_page(
+        ctx,
+        query,
+        path,
+        own=loaders.ticket_page,
+        indexed=loaders.ticket_page_indexed,
+        count=loaders.ticket_count,
+        with_total=with_total,
+        pages_carry_totals=ctx.services.sources.helpdesk.pages_carry_totals,
+    )
 
 
 async def ticket(ctx: Context, id: str, path: list[Any]) -> Ticket:
@@ -81,6 +94,7 @@ async def create_ticket(ctx: Context, draft: TicketDraft, client_mutation_id: st
     async def create(key: str | None) -> Ticket:
         created = await helpdesk.create_ticket(requester_id, draft, key)
         await cache.drop_tags([f"helpdesk:{requester_id}"])
+        await cache.note_changes([f"helpdesk:{requester_id}"])
         return created
 
     if not client_mutation_id:

@@ -16,6 +16,8 @@ from strawberry.types import Info
 from gateway import domain
 from gateway.context import Context
 from gateway.resolvers import billing, customers, files, tickets
+from gateway.schema.internals import resolve_info
+from gateway.schema.prefetch import selected_arguments
 
 __all__ = [
     "BillingPortalSession",
@@ -40,6 +42,12 @@ strawberry.enum(TicketStatus, name="TicketStatus")
 
 def _path(info: Info[Context, Any]) -> list[Any]:
     return list(info.path.as_list())
+
+
+def _total_selected(info: Info[Context, Any]) -> bool:
+    """Whether the connection being resolved has `totalCount` in its selection (fragments
+    followed, @skip/@include honoured): only then is a provider asked for a total."""
+    return bool(selected_arguments(resolve_info(info), "totalCount"))
 
 
 @strawberry.type
@@ -117,7 +125,13 @@ class Customer:
         status: domain.InvoiceStatus | None = None,
     ) -> Connection[Invoice] | None:
         return await billing.customer_invoices(  # type: ignore[return-value]
-            info.context, root, 20 if first is None else first, after, status, _path(info)
+            info.context,
+            root,
+            20 if first is None else first,
+            after,
+            status,
+            _path(info),
+            with_total=_total_selected(info),
         )
 
     @strawberry.field(description="Every subscription, whatever its status.")
@@ -136,7 +150,13 @@ class Customer:
         status: domain.TicketStatus | None = None,
     ) -> Connection[Ticket] | None:
         return await tickets.customer_tickets(  # type: ignore[return-value]
-            info.context, root, 20 if first is None else first, after, status, _path(info)
+            info.context,
+            root,
+            20 if first is None else first,
+            after,
+            status,
+            _path(info),
+            with_total=_total_selected(info),
         )
 
     @strawberry.field

@@ -53,10 +53,27 @@ class CrmSource(Source, Protocol):
 
 
 class BillingSource(Source, Protocol):
+    # Whether every page of `invoice_pages` carries its total (the adapter reads a
+    # customer's invoices whole); False: only where a first page holds them all.
+    pages_carry_totals: bool
+
     async def invoice_pages(
         self, queries: Sequence[InvoiceQuery]
     ) -> list[Page[Invoice] | Exception]:
-        """One page of invoices per query (one billing customer each)."""
+        """One page of invoices per query (one billing customer each), read-after-write
+        (a customer's own portal)."""
+        ...
+
+    async def invoice_pages_indexed(
+        self, queries: Sequence[InvoiceQuery]
+    ) -> list[Page[Invoice] | Exception]:
+        """The same pages for a view of many customers (staff): the provider's fewest calls,
+        which may read a search index that lags the provider (docs/design.md section 11)."""
+        ...
+
+    async def invoice_counts(self, queries: Sequence[InvoiceQuery]) -> list[int | Exception | None]:
+        """How many invoices (of the query's status) each customer has, without listing
+        them; None where the provider cannot say."""
         ...
 
     async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
@@ -79,8 +96,23 @@ class BillingSource(Source, Protocol):
 
 
 class HelpdeskSource(Source, Protocol):
+    # Whether every page of `ticket_pages` carries its total (see BillingSource).
+    pages_carry_totals: bool
+
     async def ticket_pages(self, queries: Sequence[TicketQuery]) -> list[Page[Ticket] | Exception]:
-        """One page of each requester's tickets."""
+        """One page of each requester's tickets, read-after-write (a customer's own portal)."""
+        ...
+
+    async def ticket_pages_indexed(
+        self, queries: Sequence[TicketQuery]
+    ) -> list[Page[Ticket] | Exception]:
+        """The same pages for a view of many requesters (staff): the provider's fewest
+        calls, which may read a search index that lags (docs/design.md section 11)."""
+        ...
+
+    async def ticket_counts(self, queries: Sequence[TicketQuery]) -> list[int | Exception | None]:
+        """How many tickets (of the query's status) each requester has, without listing
+        them; None where the provider cannot say."""
         ...
 
     async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]: ...

@@ -31,7 +31,7 @@ from gateway.sources.answers import ProviderAnswers, decode_or_none
 from gateway.sources.fanout import batched
 from gateway.upstream import BreakerState, RateLimiter, SlotUnavailable, UpstreamClient
 
-__all__ = ["BATCH_SIZE", "SEARCH_RATE", "HubSpotCrm"]
+__all__ = ["BATCH_SIZE", "SEARCH_RATE", "HubSpotCrm", "search_body"]
 
 log = logging.getLogger("gateway.sources.hubspot")
 
@@ -105,6 +105,21 @@ def _text(properties: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         return None
     return value.strip() or None
+
+
+def search_body(prop: str, values: list[str], after: str | None) -> dict[str, Any]:
+    """The body of `POST /crm/v3/objects/{object}/search` as HubSpot's published spec
+    (PublicObjectSearchRequest) has it: every field it requires (`filterGroups`,
+    `properties`, `sorts`, `limit`, `after`), `sorts` as strings (a property name, ascending:
+    HubSpot's documented form; objects are what the spec refuses), `after` "0" on page one."""
+    return {
+        "filterGroups": [{"filters": [{"propertyName": prop, "operator": "IN", "values": values}]}],
+        "properties": [prop],
+        # oldest record first: when two records carry one link, the first one wins
+        "sorts": ["hs_object_id"],
+        "limit": _SEARCH_PAGE_SIZE,
+        "after": after if after is not None else "0",
+    }
 
 
 class HubSpotCrm:
@@ -237,22 +252,13 @@ class HubSpotCrm:
         return [found.get(e.strip().lower()) for e in external_ids]
 
     async def _search(self, prop: str, values: list[str]) -> dict[str, str | None]:
+        """One IN search of `prop`, paged through: the first record of each value."""
         operation = "customers.search"
         out: dict[str, str | None] = dict.fromkeys(values)
         after: str | None = None
         for _ in range(_SEARCH_PAGES):
             await self._search_slot()
-            body: dict[str, Any] = {
-                "filterGroups": [
-                    {"filters": [{"propertyName": prop, "operator": "IN", "values": values}]}
-                ],
-                "properties": [prop],
-                # oldest record first: when two records carry one link, the first one wins
-                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                "limit": _SEARCH_PAGE_SIZE,
-            }
-            if after is not None:
-                body["after"] = after
+            body = search_body(prop, values, after)
             response = await self._client.request(
                 "POST", f"{self._path}/search", operation=operation, json=body, idempotent=True
             )

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
+import msgspec
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -81,6 +82,7 @@ class OAuthBilling(ABC):
     """
 
     name: str
+    pages_carry_totals = True  # a customer's invoices are read whole, paged here
     _log: ClassVar[logging.Logger]  # the adapter module's logger, named in every record
     _ids_per_call: ClassVar[int]  # customers (or invoice ids) a provider call
     _id: ClassVar[re.Pattern[str]]  # the provider's ids; anything else is not one
@@ -113,6 +115,26 @@ class OAuthBilling(ABC):
     async def aclose(self) -> None:
         await self._client.aclose()
         await self._tokens.aclose()
+
+    @abstractmethod
+    async def invoice_pages(
+        self, queries: Sequence[InvoiceQuery]
+    ) -> list[Page[Invoice] | Exception]: ...
+
+    async def invoice_pages_indexed(
+        self, queries: Sequence[InvoiceQuery]
+    ) -> list[Page[Invoice] | Exception]:
+        """A view of many customers: the same batched reads as one customer's (many
+        customers a call already, and no search index to lag behind)."""
+        return await self.invoice_pages(queries)
+
+    async def invoice_counts(self, queries: Sequence[InvoiceQuery]) -> list[int | Exception | None]:
+        """Every page already carries its customer's total (invoices are read whole); this
+        answers it for a first page of one invoice, should a caller ask."""
+        firsts = [msgspec.structs.replace(q, first=1, after=None) for q in queries]
+        return [
+            p.total_count if isinstance(p, Page) else p for p in await self.invoice_pages(firsts)
+        ]
 
     async def subscriptions(
         self, billing_ids: Sequence[str]

@@ -251,6 +251,7 @@ class SandboxCrm(_SandboxSource):
 
 
 class SandboxBilling(_SandboxSource):
+    pages_carry_totals = True
     kind = "billing"
 
     def _of(self, billing_id: str, status: InvoiceStatus | None) -> list[Invoice]:
@@ -272,6 +273,16 @@ class SandboxBilling(_SandboxSource):
                 paginate(self._of(query.billing_id, query.status), query.first, query.after)
             )
         return pages
+
+    async def invoice_pages_indexed(
+        self, queries: Sequence[InvoiceQuery]
+    ) -> list[Page[Invoice] | Exception]:
+        """The sandbox has no search index: the same pages (each with its total)."""
+        return await self.invoice_pages(queries)
+
+    async def invoice_counts(self, queries: Sequence[InvoiceQuery]) -> list[int | Exception | None]:
+        await self._call("invoice_counts")
+        return [len(self._of(query.billing_id, query.status)) for query in queries]
 
     async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
         await self._call("invoices")
@@ -318,6 +329,7 @@ class SandboxBilling(_SandboxSource):
 
 
 class SandboxHelpdesk(_SandboxSource):
+    pages_carry_totals = True
     kind = "helpdesk"
 
     def __init__(self, data: SandboxData, latency_ms: float = 0.0, fail: bool = False) -> None:
@@ -340,6 +352,24 @@ class SandboxHelpdesk(_SandboxSource):
             )
             pages.append(paginate(matching, query.first, query.after))
         return pages
+
+    async def ticket_pages_indexed(
+        self, queries: Sequence[TicketQuery]
+    ) -> list[Page[Ticket] | Exception]:
+        """The sandbox has no search index: the same pages (each with its total)."""
+        return await self.ticket_pages(queries)
+
+    async def ticket_counts(self, queries: Sequence[TicketQuery]) -> list[int | Exception | None]:
+        await self._call("ticket_counts")
+        return [
+            sum(
+                1
+                for t in self.data.tickets.values()
+                if t.requester_id == query.requester_id
+                and (query.status is None or t.status is query.status)
+            )
+            for query in queries
+        ]
 
     async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]:
         await self._call("tickets")

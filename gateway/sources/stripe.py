@@ -1,15 +1,21 @@
 """The Stripe billing adapter (BILLING_SOURCE=stripe), on the official SDK.
 
-The SDK builds every request and parses every answer; its HTTP goes through
-`UpstreamHTTPClient`, which hands each request to the gateway's `UpstreamClient`. So one
-policy decides retries (the SDK's own are off: `max_network_retries=0`), and every call
-counts against Stripe's breaker, the shared rate limit and the upstream metrics.
+The SDK builds every request and parses every answer but the invoice search's; its HTTP
+goes through `UpstreamHTTPClient`, which hands each request to the gateway's
+`UpstreamClient` (the search goes there directly). So one policy decides retries (the
+SDK's own are off: `max_network_retries=0`), and every call counts against Stripe's
+breaker, the shared rate limit and the upstream metrics.
 
 Reads go through the SDK's `raw_request_async` and stay dicts (see `_get` for the measured
-reason); the portal session uses the typed service. Only fields that are stable across API
-versions are read (DESIGN section 11). A customer's invoices are one
-`GET /v1/invoices?customer=` per customer, many customers under bounded concurrency; a
-page's cursors are the invoice ids (Stripe's `starting_after`).
+reason), except the invoice search of staff views, which the upstream client sends and
+msgspec decodes without the SDK (see `_search_page`); the portal session uses the typed
+service. Only fields that are stable across API
+versions are read (DESIGN section 11). A customer's own invoices are one
+`GET /v1/invoices?customer=` per customer (read-after-write: what a webhook changed shows at
+once); a view of many customers (`invoice_pages_indexed`) reads Stripe's invoice search,
+`customer:'a' OR customer:'b' ...` in as few queries as Stripe's clause limit allows, which
+lags Stripe by up to a minute (docs/design.md section 11). A page's cursors are the invoice
+ids (Stripe's `starting_after`) on both paths, so a second page always comes from the list.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import msgspec
 import stripe
 from redis.asyncio import Redis
 
@@ -36,11 +43,12 @@ from gateway.domain import (
 )
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
 from gateway.settings import Settings
-from gateway.sources.fanout import each
+from gateway.sources.fanout import each, fanout_limit, filled, spread
 from gateway.upstream import BreakerState, UpstreamClient, parse_retry_after
 
 __all__ = [
-    "CONCURRENCY",
+    "SEARCH_CLAUSES_MAX",
+    "SEARCH_FROM",
     "SOURCE",
     "StripeBilling",
     "UpstreamHTTPClient",
@@ -51,11 +59,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SOURCE = "stripe"
-# Calls in flight for one batch (many customers' lists): enough to hide Stripe's latency
-# (a staff page of 50 customers in 4 waves, not 7), below the upstream pool (20) so one
-# page cannot take every connection; the shared rate limiter keeps Stripe's own limit.
-CONCURRENCY = 16
 MAX_LIMIT = 100  # Stripe's largest page
+# Stripe's search: at most 10 clauses in one query (its search query language), a query of
+# at most 5,000 characters (the API's maxLength), pages of at most 100 followed by
+# `next_page`. A view of at least SEARCH_FROM customers reads the search; fewer, the lists.
+SEARCH_CLAUSES_MAX = 10
+SEARCH_QUERY_MAX = 5000
+SEARCH_FROM = 5
+# Pages of one search query followed before its customers are read from the lists instead
+# (10 customers with more than 500 invoices between them).
+SEARCH_PAGES_MAX = 5
 # Subscriptions are read whole (status=all); a customer with more than this many pages of
 # them is not a portal customer, and the cap keeps one field from costing unbounded calls.
 MAX_SUBSCRIPTION_PAGES = 10
@@ -75,6 +88,45 @@ _operation: ContextVar[str] = ContextVar("stripe_operation", default="request")
 
 class UnreadableAnswer(Exception):
     """A Stripe object without a field the gateway needs."""
+
+
+class _SearchedInvoice(msgspec.Struct):
+    """The fields of an invoice the gateway reads (DESIGN 11); the rest is skipped unread."""
+
+    id: Any = None
+    status: Any = None
+    currency: Any = None
+    total: Any = None
+    amount_due: Any = None
+    amount_paid: Any = None
+    amount_remaining: Any = None
+    created: Any = None
+    due_date: Any = None
+    status_transitions: Any = None
+    hosted_invoice_url: Any = None
+    invoice_pdf: Any = None
+    customer: Any = None
+    number: Any = None
+
+
+class _SearchResult(msgspec.Struct):
+    data: list[_SearchedInvoice]
+    has_more: bool = False
+    next_page: str | None = None
+
+
+class _StripeError(msgspec.Struct):
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+
+class _ErrorAnswer(msgspec.Struct):
+    error: _StripeError | None = None
+
+
+_search_result = msgspec.json.Decoder(_SearchResult)
+_error_answer = msgspec.json.Decoder(_ErrorAnswer)
 
 
 class UpstreamHTTPClient(stripe.HTTPClient):
@@ -131,6 +183,7 @@ class StripeBilling:
     """BillingSource over Stripe's API."""
 
     name = SOURCE
+    pages_carry_totals = False  # a list page has no total (a whole first page counts itself)
 
     def __init__(
         self,
@@ -145,6 +198,17 @@ class StripeBilling:
         self._upstream = upstream or UpstreamClient(
             SOURCE, base_url=settings.stripe_api_base, settings=settings, redis=redis
         )
+        # Calls in flight for one batch: as many as Stripe's shared budget allows in a second,
+        # at most the upstream pool (RATE_LIMIT_STRIPE; DESIGN 8).
+        self._fanout = fanout_limit(settings, SOURCE)
+        # Invoices per customer in this process's last search: how many customers one query
+        # can carry and still fit one page of 100 (one round trip, not two in a row).
+        self._per_customer = 10.0
+        # The invoice search is read without the SDK (see `_search_page`): its headers.
+        self._search_headers = {
+            "Authorization": f"Bearer {settings.stripe_api_key.get_secret_value()}",
+            "Stripe-Version": settings.stripe_api_version or stripe.api_version,
+        }
         self._client = stripe.StripeClient(
             settings.stripe_api_key.get_secret_value(),
             stripe_version=settings.stripe_api_version,  # None: the SDK's pinned version
@@ -165,19 +229,55 @@ class StripeBilling:
     async def invoice_pages(
         self, queries: Sequence[InvoiceQuery]
     ) -> list[Page[Invoice] | Exception]:
-        """One `GET /v1/invoices` per query, CONCURRENCY at a time."""
-        return await each(queries, self._invoice_page, CONCURRENCY)
+        """One `GET /v1/invoices` per query, as many at once as Stripe's budget allows."""
+        return await each(queries, self._invoice_page, self._fanout)
+
+    async def invoice_pages_indexed(
+        self, queries: Sequence[InvoiceQuery]
+    ) -> list[Page[Invoice] | Exception]:
+        """First pages of many customers from Stripe's invoice search (lags up to a minute);
+        later pages, and views of fewer than SEARCH_FROM customers, from the lists."""
+        wanted = [
+            q.billing_id
+            for q in queries
+            if q.after is None and q.first > 0 and _ID.match(q.billing_id)
+        ]
+        customers = list(dict.fromkeys(wanted))
+        if len(customers) < SEARCH_FROM:
+            return await self.invoice_pages(queries)
+        found = await self._searched(customers)
+        out: list[Page[Invoice] | Exception | None] = []
+        listed: list[int] = []
+        for query in queries:
+            invoices = found.get(query.billing_id) if query.after is None else None
+            if invoices is None:
+                listed.append(len(out))
+                out.append(None)
+            elif isinstance(invoices, Exception):
+                out.append(invoices)
+            else:
+                out.append(_searched_page(query, invoices))
+        if listed:
+            pages = await self.invoice_pages([queries[i] for i in listed])
+            for position, page in zip(listed, pages, strict=True):
+                out[position] = page
+        return filled(out)
+
+    async def invoice_counts(self, queries: Sequence[InvoiceQuery]) -> list[int | Exception | None]:
+        """How many invoices each customer has (of the query's status): the search's
+        `total_count` of `customer:'id'`, one call each, with the search's lag."""
+        return await each(queries, self._invoice_count, self._fanout)
 
     async def invoices(self, ids: Sequence[str]) -> list[Invoice | Exception | None]:
-        return await each(ids, self._invoice, CONCURRENCY)
+        return await each(ids, self._invoice, self._fanout)
 
     async def subscriptions(
         self, billing_ids: Sequence[str]
     ) -> list[list[Subscription] | Exception]:
-        return await each(billing_ids, self._subscriptions_of, CONCURRENCY)
+        return await each(billing_ids, self._subscriptions_of, self._fanout)
 
     async def billing_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
-        return await each(emails, self._billing_id_of, CONCURRENCY)
+        return await each(emails, self._billing_id_of, self._fanout)
 
     async def create_portal_session(self, billing_id: str, return_url: str) -> BillingPortalSession:
         """`POST /v1/billing_portal/sessions` with an idempotency key of its own."""
@@ -242,6 +342,109 @@ class StripeBilling:
             total_count=len(items) if whole else None,
             cursors=[invoice.id for invoice in items],
         )
+
+    async def _searched(self, customers: list[str]) -> dict[str, list[Invoice] | Exception]:
+        """Every invoice of each customer, newest first, from as few search queries as the
+        clause limit and one page per query allow; a customer left out is to be listed."""
+        per_query = max(1, min(SEARCH_CLAUSES_MAX, int(MAX_LIMIT // max(self._per_customer, 1.0))))
+        groups = spread(customers, per_query)
+        answers = await each(groups, self._search_group, self._fanout)
+        found: dict[str, list[Invoice] | Exception] = {}
+        seen = 0
+        for group, answer in zip(groups, answers, strict=True):
+            if isinstance(answer, Exception):
+                found.update(dict.fromkeys(group, answer))
+            elif answer is not None:
+                found.update(answer)
+                seen += sum(len(invoices) for invoices in answer.values())
+        searched = sum(len(g) for g, a in zip(groups, answers, strict=True) if isinstance(a, dict))
+        if searched:
+            self._per_customer = max(1.0, seen / searched)
+        return found
+
+    async def _search_group(self, customers: list[str]) -> dict[str, list[Invoice]] | None:
+        """One search query over `customers` (at most SEARCH_CLAUSES_MAX), paged through;
+        None when it has more than SEARCH_PAGES_MAX pages."""
+        query = " OR ".join(f"customer:'{customer}'" for customer in customers)
+        if len(query) > SEARCH_QUERY_MAX:  # ids of 255 characters: the lists, then
+            return None
+        found: dict[str, list[Invoice]] = {customer: [] for customer in customers}
+        params: dict[str, Any] = {"query": query, "limit": MAX_LIMIT}
+        for _page in range(SEARCH_PAGES_MAX):
+            listed = await self._search_page(params)
+            for searched in listed.data:
+                data = msgspec.structs.asdict(searched)
+                invoice = _parse(invoice_from_stripe, data, "invoices.search")
+                if invoice is not None and invoice.billing_customer_id in found:
+                    found[invoice.billing_customer_id].append(invoice)
+            following = listed.next_page
+            if not listed.has_more or not following:
+                for invoices in found.values():
+                    # the lists' order: newest first (the sort is stable: Stripe's order
+                    # stands among invoices of the same second)
+                    invoices.sort(key=lambda invoice: invoice.created_at, reverse=True)
+                return found
+            params["page"] = following
+        return None
+
+    async def _search_page(self, params: dict[str, Any]) -> _SearchResult:
+        """One page of `GET /v1/invoices/search`, sent by the upstream client and decoded
+        with msgspec, not through the SDK: the SDK parses every field of every invoice
+        (json.loads into OrderedDicts, ~4.5 KB an invoice) and formats its log lines of the
+        whole body, which for a staff page's ~600 invoices cost more CPU than the rest of
+        the page (docs/design.md section 12). Same client, policy and metrics as the SDK's
+        calls; Stripe's errors mapped as `_call` maps the SDK's."""
+        operation = "invoices.search"
+        response = await self._upstream.request(
+            "GET",
+            "/v1/invoices/search",
+            operation=operation,
+            params=params,
+            headers=self._search_headers,
+        )
+        if response.status_code == 200:
+            try:
+                return _search_result.decode(response.content)
+            except msgspec.DecodeError:
+                raise _unreadable(operation) from None
+        try:
+            error = _error_answer.decode(response.content).error or _StripeError()
+        except msgspec.DecodeError:
+            error = _StripeError()
+        log.log(
+            logging.ERROR,
+            "stripe %s failed: HTTP %d",
+            operation,
+            response.status_code,
+            extra={
+                "provider": SOURCE,
+                "operation": operation,
+                "status": response.status_code,
+                "stripe_code": error.code,
+                "stripe_param": error.param,
+                "stripe_request_id": response.headers.get("request-id"),
+            },
+        )
+        if response.status_code in (401, 403):
+            raise IntegrationUnavailable(
+                SOURCE, "stripe refused the gateway's credentials", retryable=False
+            )
+        raise IntegrationUnavailable(
+            SOURCE, "stripe refused the gateway's request", retryable=False
+        )
+
+    async def _invoice_count(self, query: InvoiceQuery) -> int | None:
+        if not _ID.match(query.billing_id):
+            return 0
+        clause = f"customer:'{query.billing_id}'"
+        if query.status is not None:
+            clause += f" AND status:'{query.status.value.lower()}'"
+        params: dict[str, Any] = {"query": clause, "limit": 1, "expand": ["total_count"]}
+        listed = await self._get("invoices.search", "/v1/invoices/search", params)
+        if listed is None:
+            return 0
+        total = listed.get("total_count")
+        return total if isinstance(total, int) and not isinstance(total, bool) else None
 
     async def _invoice(self, invoice_id: str) -> Invoice | None:
         if not _ID.match(invoice_id):  # also what keeps the id a single path segment
@@ -404,6 +607,20 @@ def _log_refusal(operation: str, exc: stripe.StripeError, level: int) -> None:
             "stripe_param": getattr(exc, "param", None),
             "stripe_request_id": exc.request_id,
         },
+    )
+
+
+def _searched_page(query: InvoiceQuery, invoices: list[Invoice]) -> Page[Invoice]:
+    """A customer's first page out of all its invoices, as the list would answer it."""
+    if query.status is not None:
+        invoices = [invoice for invoice in invoices if invoice.status is query.status]
+    items = invoices[: query.first]
+    more = len(invoices) > len(items)
+    return Page(
+        items=items,
+        next_cursor=items[-1].id if more and items else None,
+        total_count=len(invoices),
+        cursors=[invoice.id for invoice in items],
     )
 
 

@@ -4,6 +4,12 @@
   (`page[size]`, `page[after]`; `meta.has_more`, `meta.after_cursor`), one call per
   requester under bounded concurrency. Zendesk's search API lags by minutes, so it is
   never used for a customer's own list.
+- ticket_pages_indexed (views of many customers): `GET /api/v2/search/export` with
+  `filter[type]=ticket` and `requester:a requester:b ...` (repeated values of one keyword
+  match any of them), up to 1,000 tickets a page: every ticket of up to 100 requesters in
+  one call, with the search index's lag.
+- ticket_counts: `GET /api/v2/users/{id}/related` (`requested_tickets`), or for one status
+  `GET /api/v2/search/count` (`type:ticket requester:{id} status:{status}`, lagging).
 - tickets: `GET /api/v2/tickets/show_many?ids=` with at most 100 ids a call.
 - requester_ids_by_email: `GET /api/v2/users/search?query=email:...`, the missing-link hook.
 - create_ticket: `POST /api/v2/tickets` with Zendesk's `Idempotency-Key` header, so a
@@ -30,12 +36,20 @@ from redis.asyncio import Redis
 
 from gateway.domain import Page, Ticket, TicketDraft, TicketQuery, TicketStatus
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
-from gateway.settings import Settings
+from gateway.settings import RateLimit, Settings
 from gateway.sources.answers import ProviderAnswers, decode_or_none
-from gateway.sources.fanout import batched, each
-from gateway.upstream import BreakerState, UpstreamClient
+from gateway.sources.fanout import batched, each, fanout_limit, filled, spread
+from gateway.upstream import BreakerState, RateLimiter, SlotUnavailable, UpstreamClient
 
-__all__ = ["PAGE_MAX", "SHOW_MANY_MAX", "ZendeskHelpdesk", "idempotency_header"]
+__all__ = [
+    "EXPORT_PAGE_MAX",
+    "EXPORT_RATE",
+    "PAGE_MAX",
+    "SEARCH_FROM",
+    "SHOW_MANY_MAX",
+    "ZendeskHelpdesk",
+    "idempotency_header",
+]
 
 log = logging.getLogger("gateway.sources.zendesk")
 
@@ -43,9 +57,15 @@ log = logging.getLogger("gateway.sources.zendesk")
 # Zendesk's limits: cursor pages of at most 100, show_many of at most 100 ids.
 PAGE_MAX = 100
 SHOW_MANY_MAX = 100
-# Requesters' lists fetched at once: below the upstream pool (20), so one staff page cannot
-# take every connection to Zendesk; the shared rate limiter keeps Zendesk's own limit.
-_CONCURRENCY = 16
+# The search export: pages of at most 1,000 (`page[size]`), cursor paginated, 100 calls a
+# minute per account besides the account's own limit. A view of at least SEARCH_FROM
+# requesters reads it; fewer, the lists. Requesters per query: at most _EXPORT_REQUESTERS
+# (a query of ~2,500 characters); pages of one query followed: _EXPORT_PAGES_MAX.
+EXPORT_PAGE_MAX = 1000
+SEARCH_FROM = 5
+_EXPORT_REQUESTERS = 100
+_EXPORT_PAGES_MAX = 3
+EXPORT_RATE = RateLimit(100, 60.0)
 # The requested-tickets endpoint cannot filter by status: a filtered page is collected from
 # at most this many pages of 100, then it ends with a cursor that carries on from there.
 _SCAN_PAGES = 5
@@ -87,6 +107,23 @@ class _Meta(msgspec.Struct):
 class _TicketList(msgspec.Struct):
     tickets: list[_ZendeskTicket]
     meta: _Meta | None = None
+
+
+class _ExportAnswer(msgspec.Struct):
+    results: list[_ZendeskTicket]
+    meta: _Meta | None = None
+
+
+class _Count(msgspec.Struct):
+    count: int
+
+
+class _Related(msgspec.Struct):
+    requested_tickets: int | None = None
+
+
+class _UserRelated(msgspec.Struct):
+    user_related: _Related
 
 
 class _OneTicket(msgspec.Struct):
@@ -142,10 +179,38 @@ def _read_cursor(after: str | None) -> tuple[str | None, int]:
     raise BadUserInput("after must be a cursor from a previous page", field="after")
 
 
+def _searched_page(query: TicketQuery, tickets: list[Ticket]) -> Page[Ticket] | None:
+    """A requester's first page out of all its tickets (newest first), with the cursors the
+    list path reads (its position in the unfiltered list); None when a cursor would be
+    past what one list page can skip (the list answers then)."""
+    items: list[Ticket] = []
+    cursors: list[str] = []
+    matching = 0
+    last = 0
+    for index, ticket in enumerate(tickets):
+        if query.status is not None and ticket.status is not query.status:
+            continue
+        matching += 1
+        if len(items) < query.first:
+            items.append(ticket)
+            cursors.append(_cursor(None, index + 1))
+            last = index + 1
+    if last > PAGE_MAX:
+        return None
+    more = matching > len(items)
+    return Page(
+        items=items,
+        next_cursor=cursors[-1] if more and cursors else None,
+        total_count=matching,
+        cursors=cursors,
+    )
+
+
 class ZendeskHelpdesk:
     """The help-desk protocol of gateway.sources.base over the Zendesk Support API."""
 
     name = "zendesk"
+    pages_carry_totals = False  # cursor pages have no count (a whole first page counts itself)
     _answers = ProviderAnswers(name, log)
 
     def __init__(
@@ -176,6 +241,18 @@ class ZendeskHelpdesk:
             transport=transport,
         )
 
+        # one batch's calls in flight: what RATE_LIMIT_ZENDESK allows in a second
+        self._fanout = fanout_limit(settings, self.name)
+        self._export_budget = RateLimiter(
+            self.name,
+            EXPORT_RATE,
+            key=f"{settings.cache_prefix}ratelimit:{self.name}:export",
+            redis=redis,
+        )
+        # Tickets per requester in this process's last export: how many requesters one
+        # query can carry and still fit one page of 1,000.
+        self._per_requester = 10.0
+
     @property
     def breaker_state(self) -> BreakerState:
         return self._client.breaker_state
@@ -187,7 +264,137 @@ class ZendeskHelpdesk:
 
     async def ticket_pages(self, queries: Sequence[TicketQuery]) -> list[Page[Ticket] | Exception]:
         """One page of each requester's tickets: one call per requester (usually)."""
-        return await each(queries, self._ticket_page, _CONCURRENCY)
+        return await each(queries, self._ticket_page, self._fanout)
+
+    async def ticket_pages_indexed(
+        self, queries: Sequence[TicketQuery]
+    ) -> list[Page[Ticket] | Exception]:
+        """First pages of many requesters from the search export (lags Zendesk by minutes);
+        later pages, and views of fewer than SEARCH_FROM requesters, from the lists."""
+        wanted = [
+            q.requester_id
+            for q in queries
+            if q.after is None and q.first > 0 and _numeric(q.requester_id)
+        ]
+        requesters = list(dict.fromkeys(wanted))
+        if len(requesters) < SEARCH_FROM:
+            return await self.ticket_pages(queries)
+        found = await self._exported(requesters)
+        out: list[Page[Ticket] | Exception | None] = []
+        listed: list[int] = []
+        for query in queries:
+            tickets = found.get(query.requester_id) if query.after is None else None
+            page = _searched_page(query, tickets) if isinstance(tickets, list) else tickets
+            if page is None:
+                listed.append(len(out))
+            out.append(page)
+        if listed:
+            pages = await self.ticket_pages([queries[i] for i in listed])
+            for position, answer in zip(listed, pages, strict=True):
+                out[position] = answer
+        return filled(out)
+
+    async def ticket_counts(self, queries: Sequence[TicketQuery]) -> list[int | Exception | None]:
+        """How many tickets each requester has (of the query's status), one call each."""
+        return await each(queries, self._ticket_count, self._fanout)
+
+    async def _ticket_count(self, query: TicketQuery) -> int | None:
+        if not _numeric(query.requester_id):
+            raise NotFound(_NO_ACCOUNT)
+        if query.status is None:
+            operation = "users.related"
+            response = await self._client.request(
+                "GET", f"/api/v2/users/{query.requester_id}/related", operation=operation
+            )
+            if response.status_code == 404:
+                raise NotFound(_NO_ACCOUNT)
+            if response.status_code != 200:
+                raise self._failure(response, operation)
+            related = self._answers.decode(response, _UserRelated, operation)
+            return related.user_related.requested_tickets
+        operation = "search.count"
+        status = next(k for k, v in _STATUSES.items() if v is query.status)
+        response = await self._client.request(
+            "GET",
+            "/api/v2/search/count",
+            operation=operation,
+            params={"query": f"type:ticket requester:{query.requester_id} status:{status}"},
+        )
+        if response.status_code != 200:
+            raise self._failure(response, operation)
+        return self._answers.decode(response, _Count, operation).count
+
+    async def _exported(self, requesters: list[str]) -> dict[str, list[Ticket] | Exception]:
+        """Every ticket of each requester, newest first, in as few export calls as one
+        page of 1,000 per query allows; a requester left out is to be listed."""
+        fits = int(EXPORT_PAGE_MAX // max(self._per_requester, 1.0))
+        groups = spread(requesters, max(1, min(_EXPORT_REQUESTERS, fits)))
+        answers = await each(groups, self._export_group, self._fanout)
+        found: dict[str, list[Ticket] | Exception] = {}
+        seen = searched = 0
+        for group, answer in zip(groups, answers, strict=True):
+            if isinstance(answer, Exception):
+                found.update(dict.fromkeys(group, answer))
+            elif answer is not None:
+                found.update(answer)
+                searched += len(group)
+                seen += sum(len(t) for t in answer.values() if isinstance(t, list))
+        if searched:
+            self._per_requester = max(1.0, seen / searched)
+        return found
+
+    async def _export_group(
+        self, requesters: list[str]
+    ) -> dict[str, list[Ticket] | Exception] | None:
+        """One export query over `requesters`, paged through; None past _EXPORT_PAGES_MAX."""
+        operation = "search.export"
+        query = " ".join(f"requester:{requester}" for requester in requesters)
+        found: dict[str, list[Ticket] | Exception] = {r: [] for r in requesters}
+        cursor: str | None = None
+        for _ in range(_EXPORT_PAGES_MAX):
+            if not await self._export_slot():
+                return None  # the export's own budget is spent: the lists answer
+            params: dict[str, str | int] = {
+                "query": query,
+                "filter[type]": "ticket",
+                "page[size]": EXPORT_PAGE_MAX,
+            }
+            if cursor is not None:
+                params["page[after]"] = cursor
+            response = await self._client.request(
+                "GET", "/api/v2/search/export", operation=operation, params=params
+            )
+            if response.status_code != 200:
+                raise self._failure(response, operation)
+            answer = self._answers.decode(response, _ExportAnswer, operation)
+            for raw in answer.results:
+                tickets = found.get(str(raw.requester_id))
+                if not isinstance(tickets, list):
+                    continue  # not asked for (or already failed): never on another's page
+                try:
+                    tickets.append(self._ticket(raw))
+                except IntegrationUnavailable as exc:
+                    found[str(raw.requester_id)] = exc
+            meta = answer.meta or _Meta()
+            if not (meta.has_more and meta.after_cursor):
+                for tickets in found.values():
+                    if isinstance(tickets, list):
+                        # the lists' order (created_at desc); the export's own is not promised
+                        tickets.sort(key=lambda t: (t.created_at, int(t.id)), reverse=True)
+                return found
+            cursor = meta.after_cursor
+        return None
+
+    async def _export_slot(self) -> bool:
+        """A call of the export's own budget (100 a minute per account, shared by every
+        replica), taken only when free now: a spent budget sends the view to the lists,
+        which cost more calls of the account's budget but no waiting."""
+        try:
+            await self._export_budget.reserve(max_wait=0)
+        except SlotUnavailable:
+            log.info("zendesk search export budget spent; reading the requesters' lists")
+            return False
+        return True
 
     async def _ticket_page(self, query: TicketQuery) -> Page[Ticket]:
         if not _numeric(query.requester_id):
@@ -195,6 +402,8 @@ class ZendeskHelpdesk:
         cursor, skip = _read_cursor(query.after)
         if query.first <= 0:
             return Page(items=[])
+        # a first page that holds the whole list counts it: no count call for totalCount
+        whole = cursor is None and skip == 0
         items: list[Ticket] = []
         cursors: list[str] = []
         for _ in range(_SCAN_PAGES):
@@ -217,10 +426,13 @@ class ZendeskHelpdesk:
                 if len(items) == query.first:
                     more = not last_here or following is not None
                     return Page(
-                        items=items, next_cursor=position if more else None, cursors=cursors
+                        items=items,
+                        next_cursor=position if more else None,
+                        total_count=len(items) if whole and not more else None,
+                        cursors=cursors,
                     )
             if following is None:
-                return Page(items=items, cursors=cursors)
+                return Page(items=items, total_count=len(items) if whole else None, cursors=cursors)
             cursor, skip = following, 0
         # scanned enough for one answer: the rest starts where the scan stopped
         return Page(items=items, next_cursor=_cursor(cursor, 0), cursors=cursors)
@@ -256,7 +468,7 @@ class ZendeskHelpdesk:
     async def tickets(self, ids: Sequence[str]) -> list[Ticket | Exception | None]:
         """Tickets by Zendesk id, whoever requested them: one show_many per 100 ids."""
         wanted = [id for id in dict.fromkeys(ids) if _numeric(id)]
-        found = await batched(wanted, SHOW_MANY_MAX, self._show_many, _CONCURRENCY)
+        found = await batched(wanted, SHOW_MANY_MAX, self._show_many, self._fanout)
         return [found.get(id) for id in ids]
 
     async def _show_many(self, batch: list[str]) -> dict[str, Ticket | Exception | None]:
@@ -287,7 +499,7 @@ class ZendeskHelpdesk:
     async def requester_ids_by_email(self, emails: Sequence[str]) -> list[str | Exception | None]:
         """The Zendesk user id of each email: one users search per distinct address."""
         wanted = list(dict.fromkeys(e.strip().lower() for e in emails))
-        answers = await each(wanted, self._user_by_email, _CONCURRENCY)
+        answers = await each(wanted, self._user_by_email, self._fanout)
         found = dict(zip(wanted, answers, strict=True))
         return [found[e.strip().lower()] for e in emails]
 

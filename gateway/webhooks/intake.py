@@ -117,6 +117,7 @@ class Intake:
         tags = tags_of(event)
         if tags:
             await self.services.cache.drop_tags(tags)
+            await self.services.cache.note_changes(tags)
         await self.publisher.publish(event)
         log.info(
             "webhook event handled",

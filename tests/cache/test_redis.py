@@ -690,7 +690,7 @@ async def test_callers_waiting_for_a_full_pool_are_all_served(
         await cache.aclose()
 
 
-async def test_fills_released_together_go_out_as_one_pipeline(
+async def test_fills_released_together_go_out_as_one_command(
     entities: EntityCache,
     cache: RedisCache,
     raw: redis.asyncio.Redis[bytes],
@@ -698,16 +698,17 @@ async def test_fills_released_together_go_out_as_one_pipeline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A request's held fills (a hundred on a cold staff page) start together when its
-    answer is out, and share one pipeline: each keeps its own TTLs and tags."""
+    answer is out, and share one command (the set-many script): each keeps its own TTLs
+    and tags."""
     pipelines = 0
-    pipeline = cache.client.pipeline
+    evalsha = cache.client.evalsha
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal pipelines
         pipelines += 1
-        return pipeline(*args, **kwargs)
+        return evalsha(*args, **kwargs)
 
-    monkeypatch.setattr(cache.client, "pipeline", counted)
+    monkeypatch.setattr(cache.client, "evalsha", counted)
     held = DeferredWrites()
     token = deferred_writes.set(held)
     try:

@@ -5,7 +5,8 @@ Routes (names for `fail`, `count`, `calls_to`):
                 an OBJECT_NOT_FOUND error listing the ids it does not know
 - `search`      POST  /crm/v3/objects/{object}/search       EQ / IN filters (IN: at most 100
                 values, matched against the lower-cased value as HubSpot does), sorts,
-                limit (at most 200), `after` paging
+                limit (at most 200), `after` paging; the body in the shape of HubSpot's
+                spec (`search_shape_problem`: `sorts` strings, `after` required) or 400
 - `read`        GET   /crm/v3/objects/{object}/{id}
 - `update`      PATCH /crm/v3/objects/{object}/{id}         unknown properties and values
                 rejected by `rejects` answer HubSpot's 400 VALIDATION_ERROR
@@ -29,7 +30,28 @@ from starlette.requests import Request
 
 from tests.fakes.provider import Answer, Handler, StatefulFake
 
-__all__ = ["FakeHubSpot", "validation_error"]
+# HubSpot's published CRM v3 spec, PublicObjectSearchRequest: these fields are required,
+# `sorts` and `properties` are arrays of strings, `after` a string, `limit` an integer.
+SEARCH_REQUIRED = ("filterGroups", "sorts", "properties", "limit", "after")
+
+
+def search_shape_problem(payload: dict[str, Any]) -> str | None:
+    """What HubSpot's spec refuses in a search body (None: the shape is accepted)."""
+    missing = [name for name in SEARCH_REQUIRED if name not in payload]
+    if missing:
+        return f"missing required fields: {', '.join(missing)}"
+    for name in ("sorts", "properties"):
+        value = payload[name]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return f"{name} must be an array of strings"
+    if not isinstance(payload["after"], str):
+        return "after must be a string"
+    if not isinstance(payload["filterGroups"], list):
+        return "filterGroups must be an array"
+    return None
+
+
+__all__ = ["SEARCH_REQUIRED", "FakeHubSpot", "search_shape_problem", "validation_error"]
 
 BATCH_MAX = 100
 IN_MAX = 100
@@ -236,6 +258,9 @@ class FakeHubSpot(StatefulFake):
             return wrong
         if not isinstance(payload, dict):
             return Answer(400, self.error_body(400))
+        shape = search_shape_problem(payload)
+        if shape is not None:
+            return Answer(400, validation_error("body", shape))
         groups = payload.get("filterGroups") or []
         for group in groups:
             for flt in group.get("filters", []):
@@ -258,11 +283,8 @@ class FakeHubSpot(StatefulFake):
                 if all(verdicts):
                     matched.append(id)
                     break
-        descending = any(
-            s.get("propertyName") == "hs_object_id" and s.get("direction") == "DESCENDING"
-            for s in payload.get("sorts", [])
-            if isinstance(s, dict)
-        )
+        # a sort is a property name, "-name" for descending; the fake sorts by id only
+        descending = "-hs_object_id" in payload["sorts"]
         matched.sort(key=int, reverse=descending)
         start = int(payload.get("after") or 0)
         page = matched[start : start + limit]

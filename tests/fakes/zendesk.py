@@ -9,11 +9,21 @@ Routes (names for `fail`, `count`, `calls_to`):
 - `tickets_create`     POST /api/v2/tickets                         honours `Idempotency-Key`
                        (same key and body: the first answer again, `x-idempotency-lookup:
                        hit`; same key, other body: 400 IdempotentRequestError)
+- `search_export`      GET  /api/v2/search/export?query=&filter[type]=ticket   cursor pages of
+                       `page[size]` 1-1000; `type:` in the query refused (the filter says it)
+- `search`             GET  /api/v2/search?query=type:ticket ...    offset pages (`page`,
+                       `per_page` 1-100), `sort_by`/`sort_order`; past 1,000 results: 422
+- `search_count`       GET  /api/v2/search/count?query=
+- `user_related`       GET  /api/v2/users/{id}/related              `requested_tickets`, ...
 - `users_search`       GET  /api/v2/users/search?query=email:...    (or `external_id=`)
 - `users_show_many`    GET  /api/v2/users/show_many?ids=
 - `user_show`          GET  /api/v2/users/{id}
 
-Every request must carry basic auth `{email}/token:{token}`.
+Every request must carry basic auth `{email}/token:{token}`. The search endpoints read a
+subset of Zendesk's query syntax, lag-free: `type:ticket`, `requester:{id}` and
+`status:{status}`; repeated values of one keyword match any of them (`requester:1
+requester:2`), different keywords all; anything else is refused with 400, so an adapter
+cannot send syntax the fake would silently misread.
 
     zendesk = FakeZendesk()
     user = zendesk.add_user("ada@example.com", "Ada Lovelace")
@@ -38,6 +48,8 @@ __all__ = ["STATUSES", "FakeZendesk"]
 
 PAGE_MAX = 100
 SHOW_MANY_MAX = 100
+EXPORT_PAGE_MAX = 1000
+SEARCH_RESULTS_MAX = 1000
 STATUSES = ("new", "open", "pending", "hold", "solved", "closed")
 _EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 _SORTABLE = ("id", "created_at", "updated_at")
@@ -61,6 +73,8 @@ class FakeZendesk(StatefulFake):
         self.token = token
         self.users: dict[int, dict[str, Any]] = {}
         self.tickets: dict[int, dict[str, Any]] = {}
+        # what the search endpoints answer from while frozen (freeze_search): a lagging index
+        self.search_snapshot: dict[int, dict[str, Any]] | None = None
         # Idempotency-Key -> (hash of the request body, the answer given)
         self.idempotency: dict[str, tuple[str, Answer]] = {}
         self._user_ids = itertools.count(360_000_001)
@@ -73,6 +87,13 @@ class FakeZendesk(StatefulFake):
             self.users.clear()
             self.tickets.clear()
             self.idempotency.clear()
+            self.search_snapshot = None
+
+    def freeze_search(self) -> None:
+        """From now on the search endpoints answer from the tickets as they are now, as
+        Zendesk's index does for minutes after a change (until `reset`)."""
+        with self.lock:
+            self.search_snapshot = {id: dict(t) for id, t in self.tickets.items()}
 
     @property
     def authorization(self) -> str:
@@ -179,6 +200,10 @@ class FakeZendesk(StatefulFake):
             ("tickets_show_many", "GET", "/api/v2/tickets/show_many", self._show_many),
             ("ticket_show", "GET", "/api/v2/tickets/{id}", self._ticket_show),
             ("tickets_create", "POST", "/api/v2/tickets", self._create),
+            ("search_export", "GET", "/api/v2/search/export", self._search_export),
+            ("search_count", "GET", "/api/v2/search/count", self._search_count),
+            ("search", "GET", "/api/v2/search", self._search),
+            ("user_related", "GET", "/api/v2/users/{id}/related", self._user_related),
             ("users_search", "GET", "/api/v2/users/search", self._users_search),
             ("users_show_many", "GET", "/api/v2/users/show_many", self._users_show_many),
             ("user_show", "GET", "/api/v2/users/{id}", self._user_show),
@@ -255,6 +280,124 @@ class FakeZendesk(StatefulFake):
                     "next": f"{base}&page[after]={after_cursor}" if has_more else None,
                     "prev": f"{base}&page[before]={before_cursor}" if start else None,
                 },
+            },
+        )
+
+    def _searched(self, query: str | None, *, typed: bool) -> list[dict[str, Any]] | Answer:
+        """Tickets matching `query` (oldest first), or the 400 Zendesk answers; `typed`:
+        the query must say `type:ticket` (search, count) or must not (export)."""
+        if not query:
+            return Answer(400, {"error": "invalid", "description": "query is required"})
+        terms: dict[str, set[str]] = {}
+        for term in query.split():
+            keyword, colon, value = term.partition(":")
+            if not colon or keyword not in ("type", "requester", "status") or not value:
+                return Answer(400, {"error": "invalid", "description": f"unsupported: {term}"})
+            terms.setdefault(keyword, set()).add(value)
+        if typed != ("type" in terms) or terms.get("type", {"ticket"}) != {"ticket"}:
+            return Answer(400, {"error": "invalid", "description": "type is wrong here"})
+        requesters = terms.get("requester")
+        statuses = terms.get("status")
+        indexed = self.search_snapshot if self.search_snapshot is not None else self.tickets
+        found = [
+            t
+            for t in indexed.values()
+            if (requesters is None or str(t["requester_id"]) in requesters)
+            and (statuses is None or t["status"] in statuses)
+        ]
+        found.sort(key=lambda t: (t["created_at"], t["id"]))
+        return found
+
+    def _search_export(self, request: Request, _payload: Any) -> Answer:
+        params = request.query_params
+        if params.get("filter[type]") != "ticket":
+            return Answer(400, {"error": "invalid", "description": "filter[type] is required"})
+        found = self._searched(params.get("query"), typed=False)
+        if isinstance(found, Answer):
+            return found
+        size_text = params.get("page[size]", "100")
+        if not size_text.isdigit() or not 1 <= int(size_text) <= EXPORT_PAGE_MAX:
+            return Answer(400, _pagination_error("page[size] must be between 1 and 1000"))
+        size = int(size_text)
+        # Zendesk's export: created_at descending, ties by id ascending (its cursor says so)
+        found.sort(key=lambda t: t["id"])
+        found.sort(key=lambda t: t["created_at"], reverse=True)
+        start = 0
+        after = params.get("page[after]")
+        if after is not None:
+            start_or_none = _read_cursor(after)
+            if start_or_none is None:
+                return Answer(400, _pagination_error("page[after] is not a valid cursor"))
+            start = start_or_none
+        page = found[start : start + size]
+        has_more = start + size < len(found)
+        after_cursor = _cursor(start + len(page)) if has_more else None
+        return Answer(
+            200,
+            {
+                "results": [{**t, "result_type": "ticket"} for t in page],
+                "facets": None,
+                "meta": {"has_more": has_more, "after_cursor": after_cursor, "before_cursor": None},
+                "links": {"next": None, "prev": None},
+            },
+        )
+
+    def _search(self, request: Request, _payload: Any) -> Answer:
+        params = request.query_params
+        found = self._searched(params.get("query"), typed=True)
+        if isinstance(found, Answer):
+            return found
+        page_text, per_page_text = params.get("page", "1"), params.get("per_page", "100")
+        if not (page_text.isdigit() and per_page_text.isdigit()):
+            return Answer(400, _pagination_error("page and per_page are numbers"))
+        page, per_page = int(page_text), int(per_page_text)
+        if page < 1 or not 1 <= per_page <= PAGE_MAX:
+            return Answer(400, _pagination_error("per_page must be between 1 and 100"))
+        if page * per_page > SEARCH_RESULTS_MAX:
+            # Zendesk's search answers at most 1,000 results (the export has no cap)
+            return Answer(
+                422,
+                {"error": "query_response_too_large", "description": "past 1,000 results"},
+            )
+        sort_by = params.get("sort_by", "created_at")
+        if sort_by in _SORTABLE:
+            found.sort(key=lambda t: (t[sort_by], t["id"]))
+        if params.get("sort_order", "desc") == "desc":
+            found.reverse()
+        start = (page - 1) * per_page
+        chosen = found[start : start + per_page]
+        more = start + per_page < min(len(found), SEARCH_RESULTS_MAX)
+        return Answer(
+            200,
+            {
+                "results": [{**t, "result_type": "ticket"} for t in chosen],
+                "count": len(found),
+                "facets": None,
+                "next_page": f"{self.url}/api/v2/search?page={page + 1}" if more else None,
+                "previous_page": None,
+            },
+        )
+
+    def _search_count(self, request: Request, _payload: Any) -> Answer:
+        found = self._searched(request.query_params.get("query"), typed=True)
+        if isinstance(found, Answer):
+            return found
+        return Answer(200, {"count": len(found)})
+
+    def _user_related(self, request: Request, _payload: Any) -> Answer:
+        user_id = self._int_id(request)
+        if user_id is None or user_id not in self.users:
+            return Answer(404, self.error_body(404))
+        requested = sum(1 for t in self.tickets.values() if t["requester_id"] == user_id)
+        return Answer(
+            200,
+            {
+                "user_related": {
+                    "assigned_tickets": 0,
+                    "ccd_tickets": 0,
+                    "organization_subscriptions": 0,
+                    "requested_tickets": requested,
+                }
             },
         )
 

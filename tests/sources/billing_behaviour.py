@@ -27,9 +27,11 @@ breaker open when the provider has recovered.
 
 Rules the suite holds every adapter to: amounts in minor units of the invoice's currency
 (lower case), `amountDue` what is owed now (0 for draft, paid and void), newest invoice
-first, `totalCount` the number of invoices when the first page holds them all, cursors that
-page through every invoice exactly once, NOT_FOUND for another customer's invoice, and a
-failing provider costing only the billing fields, named by `extensions.source`.
+first, `totalCount` the number of invoices (of the asked status) on every page, cursors that
+page through every invoice exactly once, a staff page of many customers showing each
+exactly what the customer's own page shows (whatever path the adapter reads it by),
+NOT_FOUND for another customer's invoice, and a failing provider costing only the billing
+fields, named by `extensions.source`.
 """
 
 from __future__ import annotations
@@ -138,6 +140,25 @@ PAGE = """query($after: String, $status: InvoiceStatus) { me {
   } } }"""
 
 INVOICE = f"query($id: ID!) {{ invoice(id: $id) {{ {INVOICE_FIELDS} }} }}"
+
+STAFF = """query($ids: [ID!]!) { customers(ids: $ids) { id
+  invoices(first: 3) {
+    totalCount edges { cursor node { id status total amountDue createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+OWN = """query($after: String) { me { id
+  invoices(first: 3, after: $after) {
+    totalCount edges { cursor node { id status total amountDue createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+NEXT = """query($id: ID!, $after: String) { customer(id: $id) { id
+  invoices(first: 3, after: $after) {
+    totalCount edges { cursor node { id status total amountDue createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+# Sandbox CRM customers for the staff page: more than the handful from which adapters may
+# read a search index (SEARCH_FROM).
+STAFF_CUSTOMERS = [str(1001 + n) for n in range(8)]
 
 # What Ada's five invoices are seeded as, newest first, and what the gateway must show.
 _ADA_INVOICES: list[dict[str, Any]] = [
@@ -364,3 +385,60 @@ class BillingBehaviour:
         body = server.query(HOME, token=server.token(ADA)).json()
         assert "errors" not in body, body
         assert body["data"]["me"]["invoices"]["totalCount"] == 5
+
+    def test_total_count_on_every_page_and_status(
+        self, billing_env: BillingEnv, seeded: dict[str, Any]
+    ) -> None:
+        server = billing_env.server
+        token = server.token(ADA)
+        first = server.query(PAGE, token=token).json()
+        assert "errors" not in first, first
+        assert first["data"]["me"]["invoices"]["totalCount"] == 5
+        after = first["data"]["me"]["invoices"]["pageInfo"]["endCursor"]
+        second = server.query(PAGE, {"after": after}, token=token).json()
+        assert "errors" not in second, second
+        assert len(second["data"]["me"]["invoices"]["edges"]) == 2
+        assert second["data"]["me"]["invoices"]["totalCount"] == 5
+        paid = server.query(PAGE, {"status": "PAID"}, token=token).json()
+        assert paid["data"]["me"]["invoices"]["totalCount"] == 1
+        # and for staff, on a later page of one customer
+        staff = server.token(None, ["staff"])
+        later = server.query(NEXT, {"id": ADA, "after": after}, token=staff).json()
+        assert "errors" not in later, later
+        assert later["data"]["customer"]["invoices"]["totalCount"] == 5
+
+    def test_a_staff_page_shows_each_customer_what_their_own_page_shows(
+        self, billing_env: BillingEnv
+    ) -> None:
+        server = billing_env.server
+        provider = billing_env.provider
+        for n, crm_id in enumerate(STAFF_CUSTOMERS):
+            billing_id = provider.add_customer(email=f"staff{n}@example.com", name=f"C{n}")
+            link_customer(server, crm_id, billing_id)
+            statuses = [InvoiceStatus.OPEN, InvoiceStatus.PAID, InvoiceStatus.VOID]
+            for i in range(n % 6):  # 0 to 5 invoices: some fit one page of 3, some do not
+                provider.add_invoice(
+                    billing_id,
+                    status=statuses[i % 3],
+                    total=100 * n + i,
+                    currency="usd",
+                    created=_BASE - timedelta(days=n + 3 * i),
+                )
+        staff = server.token(None, ["staff"])
+        body = server.query(STAFF, {"ids": STAFF_CUSTOMERS}, token=staff).json()
+        assert "errors" not in body, body
+        shown = {c["id"]: c["invoices"] for c in body["data"]["customers"]}
+        for n, crm_id in enumerate(STAFF_CUSTOMERS):
+            own = server.query(OWN, token=server.token(crm_id)).json()
+            assert "errors" not in own, own
+            assert shown[crm_id] == own["data"]["me"]["invoices"], crm_id
+            assert shown[crm_id]["totalCount"] == n % 6
+            if not shown[crm_id]["pageInfo"]["hasNextPage"]:
+                continue
+            # the staff page's cursor reads the same next page as the customer's own
+            after = shown[crm_id]["pageInfo"]["endCursor"]
+            later = server.query(NEXT, {"id": crm_id, "after": after}, token=staff).json()
+            own_later = server.query(OWN, {"after": after}, token=server.token(crm_id)).json()
+            assert "errors" not in later, later
+            assert later["data"]["customer"]["invoices"] == own_later["data"]["me"]["invoices"]
+            assert len(later["data"]["customer"]["invoices"]["edges"]) == n % 6 - 3

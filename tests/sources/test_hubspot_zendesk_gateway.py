@@ -17,6 +17,7 @@ from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.zendesk import FakeZendesk
 from tests.sources.contract import ZENDESK_SPEC, check_zendesk_call
+from tests.webhooks.signing import ZENDESK_SECRET, zendesk_event, zendesk_headers
 
 SERVICE = {"X-API-Key": "test-service-key"}
 STAFF_PAGE = """query($ids: [ID!]!) { customers(ids: $ids) {
@@ -140,7 +141,7 @@ def ask(
     return body
 
 
-def test_thirty_customers_with_tickets_make_one_hubspot_call_and_one_zendesk_call_each(
+def test_thirty_customers_with_tickets_make_one_hubspot_call_and_one_zendesk_search(
     gateway: GatewayServer, hubspot: FakeHubSpot, zendesk: FakeZendesk
 ) -> None:
     people = seed(hubspot, zendesk, 30)
@@ -160,13 +161,20 @@ def test_thirty_customers_with_tickets_make_one_hubspot_call_and_one_zendesk_cal
             for s in (zendesk.tickets[int(t)]["status"] for t in person.tickets[::-1])
         ]
         assert customer["tickets"]["pageInfo"]["hasNextPage"] is False
+        assert customer["tickets"]["totalCount"] == 3
     cold = {"hubspot": hubspot.counts(), "zendesk": zendesk.counts()}
     print(f"\ncold staff page of 30 customers with tickets: {cold}")
-    assert cold == {"hubspot": {"batch_read": 1}, "zendesk": {"tickets_requested": 30}}
+    # every requester's tickets in one export query (`requester:a requester:b ...`)
+    assert cold == {"hubspot": {"batch_read": 1}, "zendesk": {"search_export": 1}}
+    [export] = zendesk.calls_to("search_export")
+    assert export.param("filter[type]") == "ticket"
+    assert sorted((export.param("query") or "").split()) == sorted(
+        f"requester:{p.zendesk_id}" for p in people
+    )
 
     again = ask(gateway, STAFF_PAGE, {"ids": [p.crm_id for p in people]}, headers=SERVICE)
     assert again["data"] == body["data"]
-    assert hubspot.count() + zendesk.count() == 31  # warm: no provider call
+    assert hubspot.count() + zendesk.count() == 2  # warm: no provider call
 
 
 def test_readyz_reports_each_providers_breaker(
@@ -200,9 +208,11 @@ def test_a_missing_help_desk_link_is_found_by_email_once_and_remembered(
     assert first == unlinked[0].tickets[::-1]
     counts = {"hubspot": hubspot.counts(), "zendesk": zendesk.counts()}
     print(f"\ncold staff page, 5 of 30 without a Zendesk link: {counts}")
+    # the 25 linked customers' tickets in one export; the 5 found by email a tick later
+    # (still at least SEARCH_FROM) in a second
     assert counts == {
         "hubspot": {"batch_read": 1},
-        "zendesk": {"users_search": 5, "tickets_requested": 30},
+        "zendesk": {"users_search": 5, "search_export": 2},
     }
     # another page shape (a response-cache miss): the links come from the cache
     other = STAFF_PAGE.replace("tickets(first: 5)", "tickets(first: 2)")
@@ -517,3 +527,160 @@ def test_a_request_over_its_incoming_limit_calls_no_provider(
         assert mutation.status_code == 429
         assert hubspot.count() == 2
         assert zendesk.count() == 2
+
+
+STAFF_TICKETS = """query($ids: [ID!]!, $status: TicketStatus) { customers(ids: $ids) { id
+  tickets(first: 2, status: $status) {
+    totalCount edges { cursor node { id status subject createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+OWN_TICKETS = """query($after: String, $status: TicketStatus) { me { id
+  tickets(first: 2, after: $after, status: $status) {
+    totalCount edges { cursor node { id status subject createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+ONE_TICKETS = """query($id: ID!, $after: String) { customer(id: $id) { id
+  tickets(first: 2, after: $after) {
+    totalCount edges { cursor node { id status subject createdAt } }
+    pageInfo { hasNextPage endCursor }
+  } } }"""
+
+
+def without_cursors(connection: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "totalCount": connection["totalCount"],
+        "nodes": [edge["node"] for edge in connection["edges"]],
+        "hasNextPage": connection["pageInfo"]["hasNextPage"],
+    }
+
+
+@pytest.mark.parametrize("status", [None, "OPEN"], ids=["every-status", "open"])
+def test_a_staff_page_shows_each_customer_what_their_own_page_shows(
+    gateway: GatewayServer, hubspot: FakeHubSpot, zendesk: FakeZendesk, status: str | None
+) -> None:
+    people = [
+        *seed(hubspot, zendesk, 6, tickets=5),
+        *seed(hubspot, zendesk, 1, tickets=0),
+        *seed(hubspot, zendesk, 1, tickets=1),
+    ]
+    ids = [p.crm_id for p in people]
+    variables: dict[str, Any] = {"ids": ids, "status": status}
+
+    staff = ask(gateway, STAFF_TICKETS, variables, headers=SERVICE)
+
+    assert "errors" not in staff, staff
+    assert zendesk.counts() == {"search_export": 1}
+    shown = {c["id"]: c["tickets"] for c in staff["data"]["customers"]}
+    for person in people:
+        own = ask(gateway, OWN_TICKETS, {"status": status}, token=gateway.token(person.crm_id))
+        assert "errors" not in own, own
+        # the same tickets, totals and pageInfo; cursors are opaque (the list's may carry
+        # Zendesk's own), so they are compared by the page they lead to, below
+        assert without_cursors(shown[person.crm_id]) == without_cursors(
+            own["data"]["me"]["tickets"]
+        ), person.crm_id
+        wanted = [
+            t
+            for t in person.tickets
+            if status is None or zendesk.tickets[int(t)]["status"] == status.lower()
+        ]
+        assert shown[person.crm_id]["totalCount"] == len(wanted)
+    # the staff page's cursor reads the same next page as the customer's own list
+    first = people[0]
+    after = shown[first.crm_id]["pageInfo"]["endCursor"]
+    if status is None:
+        own_first = ask(gateway, OWN_TICKETS, token=gateway.token(first.crm_id))
+        own_after = own_first["data"]["me"]["tickets"]["pageInfo"]["endCursor"]
+        later = ask(gateway, ONE_TICKETS, {"id": first.crm_id, "after": after}, headers=SERVICE)
+        own_later = ask(
+            gateway, OWN_TICKETS, {"after": own_after}, token=gateway.token(first.crm_id)
+        )
+        assert without_cursors(later["data"]["customer"]["tickets"]) == without_cursors(
+            own_later["data"]["me"]["tickets"]
+        )
+        nodes = [e["node"]["id"] for e in later["data"]["customer"]["tickets"]["edges"]]
+        assert nodes == first.tickets[::-1][2:4]
+        assert later["data"]["customer"]["tickets"]["totalCount"] == 5
+
+
+def test_ticket_totals_on_every_page_from_zendesks_counts(
+    gateway: GatewayServer, hubspot: FakeHubSpot, zendesk: FakeZendesk
+) -> None:
+    [ada] = seed(hubspot, zendesk, 1, tickets=7)
+    token = gateway.token(ada.crm_id)
+    counted = "{ me { tickets(first: 2) { edges { node { id } } } } }"
+
+    body = ask(gateway, counted, token=token)
+    assert "errors" not in body, body
+    assert "user_related" not in zendesk.counts()  # totalCount not selected: no count asked
+
+    first = ask(gateway, OWN_TICKETS, token=token)["data"]["me"]["tickets"]
+    assert first["totalCount"] == 7
+    assert zendesk.count("user_related") == 1
+    second = ask(gateway, OWN_TICKETS, {"after": first["pageInfo"]["endCursor"]}, token=token)
+    assert second["data"]["me"]["tickets"]["totalCount"] == 7
+    assert zendesk.count("user_related") == 1  # cached like the list
+    opened = [t for t in ada.tickets if zendesk.tickets[int(t)]["status"] == "open"]
+    by_status = ask(gateway, OWN_TICKETS, {"status": "OPEN"}, token=token)
+    assert by_status["data"]["me"]["tickets"]["totalCount"] == len(opened)
+    # a customer's own page asks for the count beside the list (no round trip more), so
+    # even a page that turns out whole has asked once
+    assert zendesk.count("search_count") == 1
+    last_page = ask(
+        gateway,
+        OWN_TICKETS,
+        {"after": second["data"]["me"]["tickets"]["pageInfo"]["endCursor"]},
+        token=token,
+    )
+    assert last_page["data"]["me"]["tickets"]["totalCount"] == 7
+
+
+def test_a_new_ticket_shows_at_once_on_the_own_and_the_staff_page_while_search_lags(
+    hubspot: FakeHubSpot,
+    zendesk: FakeZendesk,
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    cache_prefix: str,
+) -> None:
+    settings = gateway_settings(
+        hubspot,
+        zendesk,
+        make_settings,
+        redis_url,
+        cache_prefix,
+        zendesk_webhook_secret=ZENDESK_SECRET,
+    )
+    people = seed(hubspot, zendesk, 6, tickets=2)
+    ada = people[0]
+    ids = [p.crm_id for p in people]
+    with running_gateway(settings) as gateway:
+        token = gateway.token(ada.crm_id)
+        before_staff = ask(gateway, STAFF_TICKETS, {"ids": ids}, headers=SERVICE)
+        assert before_staff["data"]["customers"][0]["tickets"]["totalCount"] == 2
+        assert ask(gateway, OWN_TICKETS, token=token)["data"]["me"]["tickets"]["totalCount"] == 2
+
+        # Ada opens a ticket; Zendesk's search index does not have it yet, its lists do
+        zendesk.freeze_search()
+        new = zendesk.add_ticket(ada.zendesk_id, "Newest question", status="new")
+        event = zendesk_event(
+            "evt-new-1",
+            "zen:event-type:ticket.created",
+            ticket_id=new,
+            requester_id=ada.zendesk_id,
+            status="NEW",
+        )
+        answer = gateway.http.post(
+            "/webhooks/zendesk", content=event, headers=zendesk_headers(event)
+        )
+        assert answer.status_code == 200, answer.text
+
+        own = ask(gateway, OWN_TICKETS, token=token)["data"]["me"]["tickets"]
+        assert own["edges"][0]["node"]["id"] == new
+        zendesk.reset_calls()
+        staff = ask(gateway, STAFF_TICKETS, {"ids": ids}, headers=SERVICE)
+        assert "errors" not in staff, staff
+        shown = staff["data"]["customers"][0]["tickets"]
+        assert shown["edges"][0]["node"]["id"] == new
+        assert shown == own  # both from Ada's list now
+        # Ada's page from her list (the change is newer than the index); the others cached
+        assert zendesk.counts() == {"tickets_requested": 1}

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from gateway.domain import InvoiceQuery, InvoiceStatus
 from gateway.settings import Settings
-from gateway.sources.stripe import CONCURRENCY, StripeBilling
+from gateway.sources.stripe import StripeBilling
 from tests.conftest import GatewayServer, running_gateway
 from tests.fakes.stripe import FakeStripe, running_fake_stripe
 from tests.sources.billing_behaviour import (
@@ -26,6 +26,7 @@ from tests.sources.billing_behaviour import (
     BillingEnv,
     link_customer,
 )
+from tests.webhooks.signing import STRIPE_SECRET, stripe_event, stripe_headers, stripe_invoice
 
 API_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
 # Fast retries, so failure tests spend their time on behaviour rather than backoff; a
@@ -150,6 +151,10 @@ def _upstream(operation: str, outcome: str) -> float:
     return value or 0.0
 
 
+# the list alone: totalCount would add the count's search beside it (gateway.resolvers.pages)
+LIST_ONLY = "{ me { invoices { edges { node { id } } } } }"
+
+
 def _ada_with_an_invoice(server: GatewayServer, fake: FakeStripe) -> str:
     customer = fake.add_customer(email="ada@example.com")
     link_customer(server, ADA, customer)
@@ -165,8 +170,8 @@ def test_one_retry_policy_decides_not_the_sdks(
     before_ok = _upstream("invoices.list", "ok")
     before_failed = _upstream("invoices.list", "server_error")
     fake_stripe.fail_next(500, times=2, path="/v1/invoices")
-    body = server.query("{ me { invoices { totalCount } } }", token=server.token(ADA)).json()
-    assert body == {"data": {"me": {"invoices": {"totalCount": 1}}}}
+    body = server.query(LIST_ONLY, token=server.token(ADA)).json()
+    assert len(body["data"]["me"]["invoices"]["edges"]) == 1
     # two failures and the success: RETRY_MAX_ATTEMPTS in all, not multiplied by the SDK's
     assert len(fake_stripe.calls_to("GET", "/v1/invoices")) == 3
     assert _upstream("invoices.list", "server_error") - before_failed == 2
@@ -179,7 +184,7 @@ def test_stripe_should_retry_false_stops_retries(
     server = stripe_gateway(retry_max_attempts=3)
     _ada_with_an_invoice(server, fake_stripe)
     fake_stripe.fail_next(500, times=3, headers={"Stripe-Should-Retry": "false"})
-    body = server.query("{ me { invoices { totalCount } } }", token=server.token(ADA)).json()
+    body = server.query(LIST_ONLY, token=server.token(ADA)).json()
     [error] = body["errors"]
     assert error["extensions"]["code"] == "INTEGRATION_UNAVAILABLE"
     assert error["extensions"]["retryable"] is False
@@ -193,7 +198,9 @@ def test_rate_limited_by_stripe_honours_retry_after_then_says_when(
     _ada_with_an_invoice(server, fake_stripe)
     fake_stripe.fail_next(429, times=2, headers={"Retry-After": "0.3"})
     started = time.monotonic()
-    body = server.query("{ me { name invoices { totalCount } } }", token=server.token(ADA))
+    body = server.query(
+        "{ me { name invoices { edges { node { id } } } } }", token=server.token(ADA)
+    )
     assert time.monotonic() - started >= 0.3
     result = body.json()
     assert result["data"]["me"] == {"name": "Ada Lovelace", "invoices": None}
@@ -246,7 +253,7 @@ def test_a_wrong_key_is_integration_unavailable_and_never_shown(
 ) -> None:
     server = stripe_gateway(stripe_api_key="sk_test_wrongwrongwrong")
     _ada_with_an_invoice(server, fake_stripe)
-    response = server.query("{ me { invoices { totalCount } } }", token=server.token(ADA))
+    response = server.query(LIST_ONLY, token=server.token(ADA))
     [error] = response.json()["errors"]
     assert error["extensions"] == {
         "code": "INTEGRATION_UNAVAILABLE",
@@ -357,13 +364,12 @@ def test_portal_session_without_billing_account_is_not_found(
 
 
 STAFF_50 = """query($ids: [ID!]!) { customers(ids: $ids) {
-  id invoices(first: 5) { edges { node { id total currency } } } } }"""
+  id invoices(first: 5) { totalCount edges { node { id total currency status } } } } }"""
 
 
-def test_fifty_customers_invoices_one_call_each_under_bounded_concurrency(
+def test_fifty_customers_invoices_come_from_five_searches(
     stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
 ) -> None:
-    # Stripe's live-mode limit; the default (25/1s, test mode) alone makes 50 calls take 1 s
     server = stripe_gateway(rate_limit_stripe="100/1s")
     fake_stripe.latency = 0.02
     crm_ids = [str(1001 + n) for n in range(50)]
@@ -382,19 +388,91 @@ def test_fifty_customers_invoices_one_call_each_under_bounded_concurrency(
     customers = body["data"]["customers"]
     assert [c["id"] for c in customers] == crm_ids
     assert all(len(c["invoices"]["edges"]) == 5 for c in customers)
+    assert all(c["invoices"]["totalCount"] == 6 for c in customers)
     assert customers[7]["invoices"]["edges"][0]["node"]["total"] == 705
     calls = fake_stripe.calls
-    assert len(calls) == 50
-    assert {c.path for c in calls} == {"/v1/invoices"}
-    assert sorted(c.param("customer") or "" for c in calls) == sorted(fake_stripe.customers)
-    assert {c.param("limit") for c in calls} == {"5"}
-    assert fake_stripe.max_in_flight <= CONCURRENCY
+    # 50 customers, 10 clauses a query (Stripe's limit), 60 invoices: one page each
+    assert len(calls) == 5
+    assert {c.path for c in calls} == {"/v1/invoices/search"}
+    clauses = [clause for c in calls for clause in (c.param("query") or "").split(" OR ")]
+    assert sorted(clauses) == sorted(f"customer:'{c}'" for c in fake_stripe.customers)
+    assert {c.param("limit") for c in calls} == {"100"}
     print(f"\nstaff-50 invoices: {len(calls)} Stripe calls, cold {cold * 1000:.0f} ms")
 
     fake_stripe.reset_calls()
     again = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
     assert again == body
     assert fake_stripe.calls == []  # warm: answered from the cache
+
+
+def test_search_pages_and_group_sizes_follow_what_was_seen(
+    stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
+) -> None:
+    """Customers with more invoices than one page of 100 holds for ten: the search is paged
+    through (next_page), and the next staff page puts fewer customers in each query."""
+    server = stripe_gateway(rate_limit_stripe="100/1s")
+    crm_ids = [str(1001 + n) for n in range(20)]
+    for n, crm_id in enumerate(crm_ids):
+        customer = fake_stripe.add_customer(email=f"c{n}@example.com")
+        link_customer(server, crm_id, customer)
+        for i in range(12):
+            fake_stripe.add_invoice(customer, total=100 * n + i, created=1_700_000_000 + i)
+    fake_stripe.reset_calls()
+    staff = server.token(None, ["staff"])
+
+    body = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in body, body
+    assert all(c["invoices"]["totalCount"] == 12 for c in body["data"]["customers"])
+    # two queries of 10 customers, 120 invoices each: two pages each
+    assert len(fake_stripe.calls) == 4
+    assert sum(1 for c in fake_stripe.calls if c.param("page")) == 2
+
+    fake_stripe.reset_calls()
+    other = STAFF_50.replace("first: 5", "first: 4")  # a page no cache holds yet
+    body = server.query(other, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in body, body
+    assert all(len(c["invoices"]["edges"]) == 4 for c in body["data"]["customers"])
+    # 12 invoices a customer seen: 8 customers a query fit one page (96)
+    assert len(fake_stripe.calls) == 3
+    assert not any(c.param("page") for c in fake_stripe.calls)
+
+
+def test_a_webhook_shows_on_the_staff_page_at_once_while_the_search_lags(
+    stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
+) -> None:
+    server = stripe_gateway(rate_limit_stripe="100/1s", stripe_webhook_secret=STRIPE_SECRET)
+    crm_ids = [str(1001 + n) for n in range(6)]
+    invoices = []
+    for n, crm_id in enumerate(crm_ids):
+        customer = fake_stripe.add_customer(email=f"c{n}@example.com")
+        link_customer(server, crm_id, customer)
+        invoices.append(fake_stripe.add_invoice(customer, status="open", total=100 + n))
+    staff = server.token(None, ["staff"])
+    before = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in before, before
+    own = "{ me { invoices(first: 5) { edges { node { id status amountDue } } } } }"
+    assert server.query(own, token=server.token(ADA)).json()["data"]["me"]["invoices"]
+
+    # Ada pays; Stripe's search index does not show it yet, its lists and webhook do
+    fake_stripe.freeze_search()
+    fake_stripe.set_invoice_status(invoices[0], "paid")
+    paid = stripe_invoice(invoices[0], fake_stripe.invoices[invoices[0]]["customer"], total=100)
+    event = stripe_event("evt_staff_1", "invoice.paid", paid)
+    answer = server.http.post("/webhooks/stripe", content=event, headers=stripe_headers(event))
+    assert answer.status_code == 200
+
+    mine = server.query(own, token=server.token(ADA)).json()["data"]["me"]["invoices"]
+    assert mine["edges"][0]["node"] == {"id": invoices[0], "status": "PAID", "amountDue": 0}
+    fake_stripe.reset_calls()
+    after = server.query(STAFF_50, {"ids": crm_ids}, token=staff).json()
+    assert "errors" not in after, after
+    node = after["data"]["customers"][0]["invoices"]["edges"][0]["node"]
+    assert node["id"] == invoices[0]
+    assert node["status"] == "PAID"
+    # Ada's page from her list; the other five, whose pages the webhook did not drop,
+    # from the cache
+    assert [c.path for c in fake_stripe.calls] == ["/v1/invoices"]
+    assert fake_stripe.calls[0].param("customer") == fake_stripe.invoices[invoices[0]]["customer"]
 
 
 async def test_adapter_batch_answers_each_key_on_its_own(fake_stripe: FakeStripe) -> None:
@@ -485,3 +563,34 @@ def test_an_invoice_with_a_time_no_calendar_has_is_skipped_not_fatal(
     assert "errors" not in body
     ids = [edge["node"]["id"] for edge in body["data"]["me"]["invoices"]["edges"]]
     assert ids == [readable]
+
+
+def test_total_count_of_a_longer_list_is_asked_beside_the_page(
+    stripe_gateway: Callable[..., GatewayServer], fake_stripe: FakeStripe
+) -> None:
+    server = stripe_gateway()
+    customer = _ada_with_an_invoice(server, fake_stripe)
+    for n in range(4):
+        fake_stripe.add_invoice(customer, status="paid", total=10 + n)
+    fake_stripe.latency = 0.3
+    query = "{ me { invoices(first: 2) { totalCount edges { node { id } } } } }"
+
+    body = server.query(query, token=server.token(ADA)).json()
+
+    assert body["data"]["me"]["invoices"]["totalCount"] == 5
+    listed, counted = fake_stripe.calls_to("GET", "/v1/invoices")
+    assert {listed.path, counted.path} == {"/v1/invoices", "/v1/invoices/search"}
+    assert abs(listed.at - counted.at) < 0.25  # sent together, not one after the other
+    search = counted if counted.path.endswith("search") else listed
+    assert search.param("query") == f"customer:'{customer}'"
+    # the total is cached like the list: a later page asks nothing more for it
+    fake_stripe.latency = 0.0
+    fake_stripe.reset_calls()
+    after = body["data"]["me"]["invoices"]["edges"][-1]["node"]["id"]
+    later = server.query(
+        "query($after: String) { me { invoices(first: 2, after: $after) { totalCount } } }",
+        {"after": after},
+        token=server.token(ADA),
+    ).json()
+    assert later["data"]["me"]["invoices"]["totalCount"] == 5
+    assert [c.path for c in fake_stripe.calls] == ["/v1/invoices"]

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from openapi_schema_validator import OAS30Validator
 from referencing import Registry, Resource
@@ -233,6 +234,18 @@ async def test_every_request_the_adapter_makes_is_in_the_spec(
         assert not isinstance(subscriptions, Exception)
         assert len(subscriptions) == 2
         assert await billing.billing_ids_by_email(["ada@example.com", "x@y.z"]) == [ada, None]
+        # a staff view of six customers: the invoice search; totals: the search's count
+        others = [fake.add_customer(email=f"c{n}@example.com") for n in range(4)]
+        for n, customer in enumerate(others):
+            fake.add_invoice(customer, status="open", total=100 + n)
+        staff = await billing.invoice_pages_indexed(
+            [InvoiceQuery(billing_id=c, first=2) for c in (ada, grace, *others)]
+        )
+        assert all(not isinstance(page, Exception) for page in staff)
+        counts = await billing.invoice_counts(
+            [InvoiceQuery(billing_id=ada), InvoiceQuery(billing_id=ada, status=InvoiceStatus.PAID)]
+        )
+        assert counts == [15, 3]
         session = await billing.create_portal_session(ada, "https://portal.example.com/")
         assert session.url.startswith("https://")
         with pytest.raises(NotFound):
@@ -241,6 +254,7 @@ async def test_every_request_the_adapter_makes_is_in_the_spec(
         await billing.aclose()
 
     operations = {(call.method, call.path.rsplit("/", 1)[0]) for call in fake.calls}
+    assert {call.path for call in fake.calls} >= {"/v1/invoices/search"}
     assert operations >= {
         ("GET", "/v1"),  # /v1/invoices, /v1/subscriptions, /v1/customers
         ("GET", "/v1/invoices"),  # /v1/invoices/{invoice}
@@ -257,3 +271,44 @@ async def test_every_request_the_adapter_makes_is_in_the_spec(
     if version == SPEC_VERSION:
         answered = [problem for call in fake.calls for problem in response_problems(call)]
         assert answered == []
+
+
+async def test_the_fakes_search_keeps_stripes_limits(fake: FakeStripe) -> None:
+    fake.reset()
+    customers = [fake.add_customer(email=f"c{n}@example.com") for n in range(11)]
+    for n, customer in enumerate(customers):
+        fake.add_invoice(customer, status="paid" if n % 2 else "open", created=1_700_000_000 + n)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    def either(ids: list[str]) -> str:
+        return " OR ".join(f"customer:'{c}'" for c in ids)
+
+    async with httpx.AsyncClient(base_url=fake.url, headers=headers) as client:
+
+        async def search(**params: Any) -> httpx.Response:
+            return await client.get("/v1/invoices/search", params=params)
+
+        ten = await search(query=either(customers[:10]), limit="4")
+        assert ten.status_code == 200
+        assert [i["customer"] for i in ten.json()["data"]] == customers[9:5:-1]  # newest first
+        assert ten.json()["has_more"] is True
+        following = await search(
+            query=either(customers[:10]), limit="4", page=ten.json()["next_page"]
+        )
+        assert len(following.json()["data"]) == 4
+        counted = await search(
+            query=f"customer:'{customers[1]}' AND status:'paid'", **{"expand[]": "total_count"}
+        )
+        assert counted.json()["total_count"] == 1
+        refused = [
+            await search(query=either(customers)),  # 11 clauses
+            await search(query=f"customer:'{customers[0]}' AND status:'paid' OR status:'open'"),
+            await search(query=either(customers[:1]) + " OR " + "x" * 5000),
+            await search(query=either(customers[:1]), limit="101"),
+            await search(
+                query=either(customers[:2]), page=ten.json()["next_page"]
+            ),  # not its query
+        ]
+    assert [r.status_code for r in refused] == [400] * 5
+    problems = [p for call in fake.calls for p in request_problems(call) if call.status == 200]
+    assert problems == []

@@ -12,7 +12,8 @@ import pytest
 from gateway.domain import Page, Ticket, TicketDraft, TicketQuery, TicketStatus
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
 from gateway.settings import Settings
-from gateway.sources.zendesk import _CONCURRENCY, ZendeskHelpdesk, idempotency_header
+from gateway.sources.fanout import fanout_limit
+from gateway.sources.zendesk import ZendeskHelpdesk, idempotency_header
 from tests.fakes.zendesk import FakeZendesk
 
 FAST = {
@@ -197,9 +198,13 @@ async def test_each_requester_costs_one_call_and_a_failure_only_its_own(
     assert zendesk.count("tickets_requested") == 31
 
 
-async def test_requesters_are_fetched_a_bounded_number_at_once(
-    zendesk: FakeZendesk, helpdesk: ZendeskHelpdesk
+@pytest.mark.parametrize("budget", [None, "6000/60s"], ids=["default", "live-budget"])
+async def test_requesters_are_fetched_as_many_at_once_as_the_budget_allows(
+    zendesk: FakeZendesk, make_helpdesk: Callable[..., ZendeskHelpdesk], budget: str | None
 ) -> None:
+    helpdesk = make_helpdesk(zendesk, rate_limit_zendesk=budget)
+    limit = fanout_limit(zendesk_settings(zendesk, rate_limit_zendesk=budget), "zendesk")
+    assert limit == (11 if budget is None else 20)  # 700 a minute: 11 a second; the pool
     users = [zendesk.add_user(f"c{n}@example.com") for n in range(40)]
     zendesk.latency = 0.1
 
@@ -209,7 +214,7 @@ async def test_requesters_are_fetched_a_bounded_number_at_once(
     arrivals = sorted(call.at for call in zendesk.calls)
     # calls that arrived while an earlier one was still being answered
     in_flight = max(sum(1 for t in arrivals if start <= t < start + 0.09) for start in arrivals)
-    assert _CONCURRENCY // 2 <= in_flight <= _CONCURRENCY
+    assert limit // 2 <= in_flight <= limit
 
 
 async def test_a_cursor_from_elsewhere_is_bad_user_input(

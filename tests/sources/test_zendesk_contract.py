@@ -65,6 +65,17 @@ async def test_every_exchange_of_the_adapter_keeps_to_the_spec(
         ]
     )
     await helpdesk.tickets([*ids, "4242"])
+    others = [zendesk.add_user(f"c{n}@example.com") for n in range(4)]
+    for user in others:
+        zendesk.add_ticket(user, "Where is my order?")
+    staff = await helpdesk.ticket_pages_indexed(
+        [TicketQuery(requester_id=u, first=2) for u in (ada, grace, *others)]
+    )
+    assert all(isinstance(page, Page) for page in staff)
+    counts = await helpdesk.ticket_counts(
+        [TicketQuery(requester_id=ada), TicketQuery(requester_id=ada, status=TicketStatus.OPEN)]
+    )
+    assert counts == [14, 3]
     await helpdesk.requester_ids_by_email(["ada@example.com", "nobody@example.com"])
     created = await helpdesk.create_ticket(ada, TicketDraft(subject="S", description="D"), "k")
     again = await helpdesk.create_ticket(ada, TicketDraft(subject="S", description="D"), "k")
@@ -77,10 +88,13 @@ async def test_every_exchange_of_the_adapter_keeps_to_the_spec(
         ("GET", "/api/v2/tickets"),  # the requested-tickets calls (see contract.py)
         ("GET", "/api/v2/tickets/show_many"),
         ("GET", "/api/v2/users/search"),
+        ("GET", "/api/v2/search/export"),
+        ("GET", f"/api/v2/users/{ada}/related"),
+        ("GET", "/api/v2/search/count"),
         ("POST", "/api/v2/tickets"),
     }
     assert {call.status for call in zendesk.calls} == {200, 201}
-    assert len(zendesk.calls) == 9
+    assert len(zendesk.calls) == 12
 
 
 async def test_the_fakes_other_routes_answer_by_the_spec(zendesk: FakeZendesk) -> None:
@@ -151,3 +165,56 @@ def test_the_check_accepts_a_good_exchange_and_catches_broken_ones() -> None:
     )
     with pytest.raises(RequestValidationError):
         check_zendesk_call(bad_create)
+
+
+async def test_the_fakes_search_endpoints_keep_zendesks_limits(zendesk: FakeZendesk) -> None:
+    zendesk.reset()
+    ada = zendesk.add_user("ada@example.com")
+    grace = zendesk.add_user("grace@example.com")
+    for n in range(3):
+        zendesk.add_ticket(ada, f"Q{n}", status="open")
+    zendesk.add_ticket(grace, "G", status="solved")
+    headers = {"Authorization": zendesk.authorization}
+    async with httpx.AsyncClient(base_url=zendesk.url, headers=headers) as client:
+
+        async def get(path: str, **params: Any) -> httpx.Response:
+            return await client.get(path, params=params)
+
+        both = f"requester:{ada} requester:{grace}"  # one keyword twice: either
+        export = await get("/api/v2/search/export", query=both, **{"filter[type]": "ticket"})
+        assert export.status_code == 200
+        assert len(export.json()["results"]) == 4
+        page = await get(
+            "/api/v2/search/export", query=both, **{"filter[type]": "ticket", "page[size]": "3"}
+        )
+        assert page.json()["meta"]["has_more"] is True
+        after = page.json()["meta"]["after_cursor"]
+        rest = await get(
+            "/api/v2/search/export",
+            query=both,
+            **{"filter[type]": "ticket", "page[size]": "3", "page[after]": after},
+        )
+        assert len(rest.json()["results"]) == 1
+        refused = [
+            await get("/api/v2/search/export", query=both),  # no filter[type]
+            await get(
+                "/api/v2/search/export", query=f"type:ticket {both}", **{"filter[type]": "ticket"}
+            ),
+            await get(
+                "/api/v2/search/export",
+                query=both,
+                **{"filter[type]": "ticket", "page[size]": "1001"},
+            ),
+            await get("/api/v2/search", query=f"type:ticket {both}", per_page="101"),
+            await get("/api/v2/search", query="type:ticket subject:Q"),
+        ]
+        assert [r.status_code for r in refused] == [400, 400, 400, 400, 400]
+        past_cap = await get("/api/v2/search", query=f"type:ticket {both}", page="11")
+        assert past_cap.status_code == 422  # Zendesk's search answers 1,000 results at most
+        count = await get("/api/v2/search/count", query=f"type:ticket requester:{ada} status:open")
+        assert count.json() == {"count": 3}
+        related = await get(f"/api/v2/users/{grace}/related")
+        assert related.json()["user_related"]["requested_tickets"] == 1
+    for call in zendesk.calls:
+        if call.status == 200:
+            check_zendesk_call(call)
