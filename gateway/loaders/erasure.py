@@ -42,6 +42,8 @@ def _kind_of(key: str, prefix: str) -> str:
         return "idempotency records"
     if len(parts) > 1 and parts[1] == "link":
         return "links"
+    if len(parts) > 1 and parts[1] == "changed":
+        return "other"
     if parts[0] in ("crm", "billing", "helpdesk", "files"):
         return "stale copies" if parts[-1] == "stale" else "entities"
     return "other"
@@ -94,6 +96,8 @@ async def erase_customer(
             tags.append(f"{system}:{id}")
             keys.append(cache.key("crm", "link", f"{system}:{id}"))
     keys += [key + ":stale" for key in keys]
+    # the marks that send a recently changed owner's staff pages to the lists (issue 27)
+    keys += [cache.key(system, "changed", id) for system, ids in linked.items() for id in ids]
     removed = await cache.erase(tags, keys)
     counts = Counter(_kind_of(key, cache.prefix) for key in removed)
     return {kind: counts.get(kind, 0) for kind in ERASED_KINDS}
