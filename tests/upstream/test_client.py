@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 import gateway.upstream
 from gateway.errors import IntegrationUnavailable
 from gateway.observability import request_id_var
-from gateway.upstream import UpstreamClient
+from gateway.upstream import CircuitBreaker, UpstreamClient
 from gateway.upstream.ratelimit import LATENCY_MARGIN
 from tests.servers import free_port
 from tests.upstream.conftest import (
@@ -291,6 +291,9 @@ async def test_breaker_opens_fails_fast_and_closes_after_one_good_probe(
 ) -> None:
     settings = make_settings(retry_max_attempts=1, breaker_failures=3, breaker_reset=0.3)
     client = make_client("breaker-a", provider.url, settings)
+    # the breaker's own clock, moved by the test: a busy machine's pauses are not the reset
+    now = [0.0]
+    client.breaker = CircuitBreaker("breaker-a", failures=3, reset=0.3, clock=lambda: now[0])
     provider.push(500, times=3)
     for _ in range(3):
         with pytest.raises(IntegrationUnavailable):
@@ -306,7 +309,7 @@ async def test_breaker_opens_fails_fast_and_closes_after_one_good_probe(
     assert 0 < caught.value.retry_after <= 0.3
     assert upstream_count("breaker-a", "breaker.a", "breaker_open") == before + 1
 
-    await asyncio.sleep(0.35)
+    now[0] += 0.35
     assert client.breaker_state == "half_open"
     assert breaker_gauge("breaker-a") == 1
 
@@ -322,11 +325,13 @@ async def test_breaker_reopens_when_the_probe_fails(
 ) -> None:
     settings = make_settings(retry_max_attempts=1, breaker_failures=2, breaker_reset=0.3)
     client = make_client("breaker-b", provider.url, settings)
+    now = [0.0]  # the breaker's clock, moved by the test (see breaker-a)
+    client.breaker = CircuitBreaker("breaker-b", failures=2, reset=0.3, clock=lambda: now[0])
     provider.push(502, times=3)
     for _ in range(2):
         with pytest.raises(IntegrationUnavailable):
             await client.request("GET", "/x", operation="breaker.b")
-    await asyncio.sleep(0.35)
+    now[0] += 0.35
 
     with pytest.raises(IntegrationUnavailable):
         await client.request("GET", "/x", operation="breaker.b")  # the probe, answered 502
@@ -344,10 +349,12 @@ async def test_half_open_breaker_lets_exactly_one_probe_through(
 ) -> None:
     settings = make_settings(retry_max_attempts=1, breaker_failures=1, breaker_reset=0.3)
     client = make_client("breaker-c", provider.url, settings)
+    now = [0.0]  # the breaker's clock, moved by the test (see breaker-a)
+    client.breaker = CircuitBreaker("breaker-c", failures=1, reset=0.3, clock=lambda: now[0])
     provider.push(500)
     with pytest.raises(IntegrationUnavailable):
         await client.request("GET", "/x", operation="breaker.c")
-    await asyncio.sleep(0.35)
+    now[0] += 0.35
     provider.push(200, delay=0.2)
 
     results = await asyncio.gather(
