@@ -203,11 +203,11 @@ async def test_a_hostile_shape_is_refused_over_websocket(
     gateway_server: GatewayServer, shape: str
 ) -> None:
     make, _, code = SHAPES[shape]
-    message = json.dumps({"type": "subscribe", "id": "1", "payload": make()})  # as over HTTP
+    frame = json.dumps({"type": "subscribe", "id": "1", "payload": make()})  # as over HTTP
 
     async def send() -> dict[str, Any]:
         async with GraphQLSocket.open(gateway_server.url, gateway_server.token("1001")) as ws:
-            await ws.connection.send(message)
+            await ws.connection.send(frame)
             return await ws.receive(within=30)
 
     message, _, slowest = await _while_healthz(gateway_server.url, send())
