@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -93,8 +94,6 @@ def measure(latency_ms: float = 0.0, calls: int = 400, blocks: int = 7) -> dict[
 
 
 def _wait_for(port: int, timeout: float = 30.0) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

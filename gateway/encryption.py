@@ -68,6 +68,10 @@ def _derive(key: bytes, purpose: bytes) -> bytes:
     return hmac.new(key, b"portal-gateway/" + purpose, hashlib.sha256).digest()
 
 
+def _pseudonym(secret: bytes, value: str) -> str:
+    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 class DataCipher:
     """Seals and opens values under DATA_ENCRYPTION_KEYS (first seals, all open)."""
 
@@ -80,7 +84,7 @@ class DataCipher:
             key_id = _derive(key, b"key-id")[:_KEY_ID_SIZE]
             self._by_id.setdefault(key_id, AESGCM(key))
             self._pseudonym_secrets.append(_derive(key, b"pseudonym"))
-        self.key_id = _derive(keys[0], b"key-id")[:_KEY_ID_SIZE]
+        self.key_id = next(iter(self._by_id))  # the first key's
         self._sealer = self._by_id[self.key_id]
         self._header = bytes([_VERSION]) + self.key_id
         self._pseudonyms: dict[str, str] = {}
@@ -121,8 +125,7 @@ class DataCipher:
         dict): the rate limits ask for the same few identities on every request."""
         found = self._pseudonyms.get(value)
         if found is None:
-            secret = self._pseudonym_secrets[0]
-            found = hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+            found = _pseudonym(self._pseudonym_secrets[0], value)
             if len(self._pseudonyms) >= _PSEUDONYMS_KEPT:
                 self._pseudonyms.clear()
             self._pseudonyms[value] = found
@@ -131,9 +134,4 @@ class DataCipher:
     def pseudonyms(self, value: str) -> list[str]:
         """`value`'s pseudonym under every key (newest first): what erasure looks for, as
         keys written before a rotation still carry the older one."""
-        return list(
-            dict.fromkeys(
-                hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
-                for secret in self._pseudonym_secrets
-            )
-        )
+        return list(dict.fromkeys(_pseudonym(secret, value) for secret in self._pseudonym_secrets))

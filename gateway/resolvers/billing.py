@@ -18,7 +18,7 @@ from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_page_args, require_customer, require_viewer
 from gateway.resolvers.customers import owner_of
 from gateway.resolvers.links import billing_id_of
-from gateway.resolvers.pages import counted_page
+from gateway.resolvers.pages import EMPTY_PAGE, counted_page
 
 __all__ = [
     "create_billing_portal_session",
@@ -27,8 +27,6 @@ __all__ = [
     "invoice",
     "invoice_customer",
 ]
-
-EMPTY: Page[Any] = Page(items=[], next_cursor=None, total_count=0)
 
 
 async def customer_invoices(
@@ -45,7 +43,7 @@ async def customer_invoices(
     check_page_args(first, after)
     billing_id = await billing_id_of(ctx, customer)
     if billing_id is None:
-        return EMPTY
+        return EMPTY_PAGE
     query = InvoiceQuery(billing_id=billing_id, first=first, after=after, status=status)
     loaders = ctx.loaders
     return await counted_page(

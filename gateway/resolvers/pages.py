@@ -23,7 +23,10 @@ from gateway.domain import InvoiceQuery, Page, TicketQuery
 from gateway.errors import GatewayError
 from gateway.loaders import EntityLoader
 
-__all__ = ["counted_page"]
+__all__ = ["EMPTY_PAGE", "counted_page"]
+
+# the page of a customer without an account at the provider (never mutated)
+EMPTY_PAGE: Page[Any] = Page(items=[], next_cursor=None, total_count=0)
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from gateway.errors import BadUserInput, NotFound
 from gateway.resolvers.access import check_page_args, require_customer, require_viewer
 from gateway.resolvers.customers import owner_of
 from gateway.resolvers.links import helpdesk_id_of
-from gateway.resolvers.pages import counted_page
+from gateway.resolvers.pages import EMPTY_PAGE, counted_page
 
 __all__ = ["create_ticket", "customer_tickets", "ticket", "ticket_requester"]
 
@@ -33,7 +33,7 @@ async def customer_tickets(
     check_page_args(first, after)
     requester_id = await helpdesk_id_of(ctx, customer)
     if requester_id is None:
-        return Page(items=[], next_cursor=None, total_count=0)
+        return EMPTY_PAGE
     query = TicketQuery(requester_id=requester_id, first=first, after=after, status=status)
     loaders = ctx.loaders
     return await counted_page(

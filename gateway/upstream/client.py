@@ -186,18 +186,19 @@ class UpstreamClient:
             send_headers.update(headers or {})
             if idempotency_key is not None:
                 send_headers["Idempotency-Key"] = idempotency_key
-        options: dict[str, Any] = {
-            "json": json,
-            "content": content,
-            "data": data,
-            "headers": send_headers,
-        }
-
-        target = self._url(url, params)
+        # built once: every attempt sends the same request (an auth flow signs each anew)
+        request = httpx.Request(
+            method,
+            self._url(url, params),
+            json=json,
+            content=content,
+            data=data,
+            headers=send_headers,
+        )
         attempt = 0
         while True:
             attempt += 1
-            result = await self._attempt(method, target, operation, deadline, options)
+            result = await self._attempt(request, operation, deadline)
             if isinstance(result, httpx.Response):
                 return result
             delay: float | None = None
@@ -220,12 +221,7 @@ class UpstreamClient:
             await asyncio.sleep(delay)
 
     async def _attempt(
-        self,
-        method: str,
-        target: httpx.URL,
-        operation: str,
-        deadline: float,
-        options: dict[str, Any],
+        self, request: httpx.Request, operation: str, deadline: float
     ) -> httpx.Response | _Failure:
         """One attempt: breaker, rate-limit slot, HTTP exchange, accounting."""
         loop = asyncio.get_running_loop()
@@ -252,17 +248,15 @@ class UpstreamClient:
             started = loop.time()
             count_upstream_call()
             try:
-                with tracing.client_span(self.name, operation, method) as span:
+                with tracing.client_span(self.name, operation, request.method) as span:
                     # the deadline bounds the whole exchange (the transport's read deadline,
                     # UPSTREAM_TIMEOUT too, never comes first)
-                    request = httpx.Request(method, target, **options)
                     async with asyncio.timeout_at(deadline):
                         response = await self._send(request)
                     tracing.set_http_status(span, response.status_code)
             except httpx.LocalProtocolError as exc:
                 # refused before anything was sent (a header with CR or LF): ours to fix,
-                # not the provider's failure
-                self.breaker.release(probe)
+                # not the provider's failure (the probe is released below)
                 labelled(UPSTREAM_REQUESTS, self.name, operation, "refused").inc()
                 raise IntegrationUnavailable(
                     self.name, f"{self.name} request not sent: {exc}", retryable=False

@@ -144,8 +144,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                         "reason_phrase": (answer.reason or "").encode("latin-1"),
                     },
                 )
-        except AnswerTooLarge:
-            raise
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _httpx_error(exc, request) from exc
 

@@ -255,13 +255,9 @@ class FakeZendesk(StatefulFake):
         descending = params.get("sort_order", "asc") == "desc"
         mine = [t for t in self.tickets.values() if t["requester_id"] == user_id]
         mine.sort(key=lambda t: (t[sort_by], t["id"]), reverse=descending)
-        start = 0
-        after = params.get("page[after]")
-        if after is not None:
-            start_or_none = _read_cursor(after)
-            if start_or_none is None:
-                return Answer(400, _pagination_error("page[after] is not a valid cursor"))
-            start = start_or_none
+        start = _start_of(params.get("page[after]"))
+        if start is None:
+            return Answer(400, _pagination_error("page[after] is not a valid cursor"))
         page = mine[start : start + size]
         has_more = start + size < len(mine)
         after_cursor = _cursor(start + len(page)) if page else None
@@ -322,13 +318,9 @@ class FakeZendesk(StatefulFake):
         # Zendesk's export: created_at descending, ties by id ascending (its cursor says so)
         found.sort(key=lambda t: t["id"])
         found.sort(key=lambda t: t["created_at"], reverse=True)
-        start = 0
-        after = params.get("page[after]")
-        if after is not None:
-            start_or_none = _read_cursor(after)
-            if start_or_none is None:
-                return Answer(400, _pagination_error("page[after] is not a valid cursor"))
-            start = start_or_none
+        start = _start_of(params.get("page[after]"))
+        if start is None:
+            return Answer(400, _pagination_error("page[after] is not a valid cursor"))
         page = found[start : start + size]
         has_more = start + size < len(found)
         after_cursor = _cursor(start + len(page)) if has_more else None
@@ -532,6 +524,11 @@ class FakeZendesk(StatefulFake):
 
 def _cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+
+
+def _start_of(after: str | None) -> int | None:
+    """Where a page starts: 0 without a cursor, None for a cursor that does not read."""
+    return 0 if after is None else _read_cursor(after)
 
 
 def _read_cursor(text: str) -> int | None:
