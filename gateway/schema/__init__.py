@@ -33,7 +33,11 @@ def build_schema() -> strawberry.federation.Schema:
         subscription=Subscription,
         types=[Invoice, Ticket, File, BillingSubscription, BillingPortalSession],
         federation_version="2.5",
-        config=StrawberryConfig(name_converter=_RememberedNames()),
+        config=StrawberryConfig(
+            name_converter=_RememberedNames(),
+            # @defer and @stream (graphql-core 3.3's incremental delivery, issue 28)
+            enable_experimental_incremental_execution=True,
+        ),
     )
 
 

@@ -10,7 +10,8 @@ import dataclasses
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -28,7 +29,7 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
-    execute,
+    experimental_execute_incrementally,
     get_operation_ast,
     parse,
     specified_rules,
@@ -41,6 +42,7 @@ from gateway.cache.bounded import BoundedLRU
 from gateway.context import Context
 from gateway.errors import GatewayError, QueryTooComplex
 from gateway.schema.cost import OperationCost
+from gateway.schema.incremental import IncrementalAnswer, WireFormat, soft_deferred
 from gateway.schema.internals import Plain, PlainFieldsExecutor, enum_members, plain_attribute
 from gateway.schema.limits import DocumentLimits
 from gateway.settings import Settings
@@ -119,6 +121,11 @@ class Prepared:
     # (cost, most representations) by (operation name, digest of the variables), worked
     # out once each
     costs: dict[tuple[str | None, bytes], tuple[int, int]] = dataclasses.field(
+        default_factory=dict, compare=False
+    )
+    # the document with the fields of slow providers' kinds deferred (PROVIDER_SOFT_DEADLINES),
+    # by (operation name, kinds)
+    soft: dict[tuple[str | None, frozenset[str]], DocumentNode] = dataclasses.field(
         default_factory=dict, compare=False
     )
 
@@ -292,32 +299,87 @@ class GraphQLExecutor:
         operation_name: str | None,
         report_cost: bool = False,
     ) -> dict[str, Any]:
-        """Runs a prepared operation the pipeline admitted (its cost already checked)."""
+        """Runs a prepared operation the pipeline admitted (its cost already checked), and
+        answers one response: deferred and streamed parts merged in, as a client that
+        asked for no incremental delivery gets them."""
+        answer = await self.execute_incrementally(
+            prepared, context, variables, operation_name, report_cost=report_cost
+        )
+        if isinstance(answer, IncrementalAnswer):
+            return await answer.merge_all()
+        return answer
+
+    async def execute_incrementally(
+        self,
+        prepared: Prepared,
+        context: Context,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        *,
+        wire: WireFormat = WireFormat.DEFER_20220824,
+        soft_deadlines: Mapping[str, float] | None = None,
+        report_cost: bool = False,
+    ) -> dict[str, Any] | IncrementalAnswer:
+        """Runs a prepared operation; answers the response, or its payloads in `wire`
+        format when the operation defers or streams a part (or `soft_deadlines`, seconds
+        per provider kind, deferred a field of a query whose provider is slow)."""
         assert prepared.document is not None
-        result = execute(
+        document = prepared.document
+        if soft_deadlines:
+            document = self._soft_document(prepared, operation_name, frozenset(soft_deadlines))
+        started = time.monotonic()
+        # early execution: a deferred part's provider calls start with the initial part's
+        result = experimental_execute_incrementally(
             self.schema,
-            prepared.document,
+            document,
             context_value=context,
             variable_values=variables,
             operation_name=operation_name,
             executor_class=self._executor_class,
             is_awaitable=_is_awaitable,
+            enable_early_execution=True,
         )
-        if not isinstance(result, ExecutionResult):
+        if graphql_is_awaitable(result):
             result = await result
+        extensions: dict[str, Any] = {}
+        if report_cost:
+            cost, _ = self.cost(prepared, operation_name, variables)
+            extensions["cost"] = {"actual": cost, "limit": self.max_cost}
+        if not isinstance(result, ExecutionResult):
+            return IncrementalAnswer(
+                result,
+                wire,
+                lambda error: format_error(error, context.request_id),
+                context.stale,
+                soft_deadlines=soft_deadlines,
+                started=started,
+                extensions=extensions,
+            )
         response: dict[str, Any] = {}
         if result.errors:
             response["errors"] = [format_error(e, context.request_id) for e in result.errors]
         response["data"] = result.data
-        extensions: dict[str, Any] = {}
         if context.stale:
-            extensions["stale"] = context.stale
-        if report_cost:
-            cost, _ = self.cost(prepared, operation_name, variables)
-            extensions["cost"] = {"actual": cost, "limit": self.max_cost}
+            extensions = {"stale": context.stale, **extensions}
         if extensions:
             response["extensions"] = extensions
         return response
+
+    def _soft_document(
+        self, prepared: Prepared, operation_name: str | None, kinds: frozenset[str]
+    ) -> DocumentNode:
+        """The prepared document with the fields of `kinds` deferred, for a query; made
+        once per operation and kinds."""
+        assert prepared.document is not None
+        operation = prepared.operation(operation_name)
+        if operation is None or operation.operation is not OperationType.QUERY:
+            return prepared.document
+        key = (operation_name, kinds)
+        document = prepared.soft.get(key)
+        if document is None:
+            document = soft_deferred(self.schema, prepared.document, operation, set(kinds))
+            prepared.soft[key] = document
+        return document
 
 
 def operation_type(prepared: Prepared, operation_name: str | None) -> OperationType | None:
