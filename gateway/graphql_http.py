@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 from graphql import OperationType
+from strawberry.http.streaming import MultipartTransport
 
 from gateway import tracing
 from gateway.auth import Viewer
@@ -38,12 +39,15 @@ from gateway.observability import (
     request_note_var,
 )
 from gateway.pipeline import Operation, OperationPipeline, json_object
+from gateway.schema.incremental import IncrementalAnswer, WireFormat
 
 __all__ = [
     "Answer",
     "GraphQLEndpoint",
     "HttpRequest",
+    "StreamedAnswer",
     "error_body",
+    "incremental_wire",
     "loads",
     "read_body",
     "respond",
@@ -88,6 +92,39 @@ def error_body(message: str, code: str, **extensions: Any) -> bytes:
 
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+# an answer whose body goes out in parts as they are made (multipart/mixed, @defer/@stream)
+StreamedAnswer = tuple[int, list[tuple[bytes, bytes]], AsyncGenerator[bytes, None]]
+
+# strawberry's writer of multipart/mixed parts for incremental delivery (boundary "-")
+_MULTIPART = MultipartTransport()
+_WIRE_PARAMETERS = {
+    ("deferspec", "20220824"): WireFormat.DEFER_20220824,
+    ("incrementalspec", "v0.2"): WireFormat.INCREMENTAL_V02,
+}
+
+
+def incremental_wire(accept: bytes) -> WireFormat | None:
+    """The incremental delivery format an Accept header allows, or None: the first
+    `multipart/mixed` range with `deferSpec=20220824` (Apollo Client, Apollo Router),
+    `incrementalSpec=v0.2`, or neither (the working group's format, as v0.2); not one
+    with `q=0` or a `subscriptionSpec` (multipart subscriptions, not served here)."""
+    for media_range in accept.decode("latin-1").split(","):
+        kind, *parameters = (part.strip() for part in media_range.split(";"))
+        if kind.lower() != "multipart/mixed":
+            continue
+        pairs = []
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            pairs.append((name.strip().lower(), value.strip().strip('"').lower()))
+        names = {name for name, _ in pairs}
+        if ("q", "0") in pairs or "subscriptionspec" in names:
+            continue
+        for pair in pairs:
+            if pair in _WIRE_PARAMETERS:
+                return _WIRE_PARAMETERS[pair]
+        if not names & {"deferspec", "incrementalspec"}:
+            return WireFormat.INCREMENTAL_V02
+    return None
 
 
 class HttpRequest:
@@ -127,6 +164,8 @@ class GraphQLEndpoint:
         self.pipeline = pipeline
         self.executor = pipeline.executor
         self.responses = responses
+        # seconds per provider kind (PROVIDER_SOFT_DEADLINES), for clients that accept parts
+        self.soft_deadlines = services.settings.soft_deadlines()
         self.cors = cors
         self.max_body_bytes = max_body_bytes
         self._graphiql = GRAPHIQL_HTML.read_bytes() if graphiql else None
@@ -136,7 +175,7 @@ class GraphQLEndpoint:
 
     async def _answer(
         self, request: HttpRequest, receive: Receive, request_id: str, client_ip: str
-    ) -> Answer:
+    ) -> Answer | StreamedAnswer:
         if request.method == "OPTIONS":
             return 204, [], b""
         if request.method not in ("GET", "POST"):
@@ -163,8 +202,9 @@ class GraphQLEndpoint:
 
     async def _run(
         self, request: HttpRequest, receive: Receive, request_id: str, client_ip: str
-    ) -> Answer:
-        """HTTP's own decode phase and CSRF check, then `run`."""
+    ) -> Answer | StreamedAnswer:
+        """HTTP's own decode phase and CSRF check, then `run`, in parts where the client
+        accepts multipart/mixed (@defer, @stream, soft deadlines)."""
         operation = await _read_operation(self.pipeline, request, receive, self.max_body_bytes)
         if request.method == "GET" and not any(h in request.headers for h in _PREFLIGHT):
             # a header a cross-site page cannot send without a CORS preflight
@@ -173,7 +213,8 @@ class GraphQLEndpoint:
                 "a GET query needs an Authorization, X-API-Key or "
                 "Apollo-Require-Preflight header (CSRF protection)",
             )
-        return await self.run(request, operation, request_id, client_ip)
+        wire = incremental_wire(request.headers.get(b"accept", b""))
+        return await self.run(request, operation, request_id, client_ip, wire=wire)
 
     async def run(
         self,
@@ -182,12 +223,16 @@ class GraphQLEndpoint:
         request_id: str,
         client_ip: str,
         admit_viewer: Callable[[Viewer], None] | None = None,
-    ) -> Answer:
+        *,
+        wire: WireFormat | None = None,
+    ) -> Answer | StreamedAnswer:
         """The pipeline's phases (gateway/pipeline.py) from the document on, with HTTP's
         own: the whole-response cache, GET for queries only, no subscriptions. Answers the
         GraphQL response; raises RequestRefused. `admit_viewer` may refuse the caller
         once it is known and counted, before anything runs (the REST facade's own-id
-        paths)."""
+        paths). With `wire`, an operation that defers or streams a part (or whose slow
+        provider a soft deadline defers) answers its payloads as multipart/mixed parts;
+        without it, one response with every part merged in."""
         pipeline = self.pipeline
         document = pipeline.document(operation)
         api_key = request.header(b"x-api-key")
@@ -241,28 +286,97 @@ class GraphQLEndpoint:
         writes_token = deferred_writes.set(fills)
         purges = self.services.cache.purges
         try:
-            result = await self.executor.execute(
-                ready.prepared, context, variables, operation_name, report_cost
+            answer = await self.executor.execute_incrementally(
+                ready.prepared,
+                context,
+                variables,
+                operation_name,
+                wire=wire or WireFormat.DEFER_20220824,
+                soft_deadlines=self.soft_deadlines if wire is not None else None,
+                report_cost=report_cost,
             )
+            if isinstance(answer, IncrementalAnswer):
+                if wire is not None:
+                    first = await answer.first()
+                    if answer.has_next:
+                        keep = cache_key if kind is OperationType.QUERY else None
+                        parts = self._parts(request, answer, first, context, keep, purges)
+                        return 200, _multipart_headers(wire), parts
+                    result = first  # every part was done with the first: one answer
+                else:
+                    result = await answer.merge_all()
+            else:
+                result = answer
         finally:
             deferred_writes.reset(writes_token)
             request.after.extend(fills.tasks)
         body = orjson.dumps(result)
-        if responses is not None and cache_key is not None and kind is OperationType.QUERY:
-            if "errors" in result or "extensions" in result:
-                labelled(RESPONSE_CACHE, "skip").inc()  # partial or stale answers are never kept
-            elif (entry := responses.entry(body, context.touched_kinds)) is not None:
-                # Written right after the answer goes out, unless a purge of this process
-                # has since dropped one of its tags (it may hold what the purge removed).
-                # A purge the client triggers after reading it (a mutation, a webhook)
-                # arrives after that write, or finds it not made.
-                request.after.append(self._keep(cache_key, entry, context, purges))
+        if kind is OperationType.QUERY and cache_key is not None:
+            entry = self._entry(request, cache_key, result, body, context, purges)
+            if entry is not None:
                 return _cached(request, entry, report_cache, hit=False)
-            else:
-                labelled(RESPONSE_CACHE, "skip").inc()
         if report_cache and "extensions" not in result:
             body = with_cache_extension(body, hit=False, age=0.0)
         return 200, list(_JSON), body
+
+    def _entry(
+        self,
+        request: HttpRequest,
+        cache_key: str,
+        result: dict[str, Any],
+        body: bytes,
+        context: Context,
+        purges: int,
+    ) -> CachedResponse | None:
+        """The whole-response cache's entry of an answer, to be written once it is out;
+        None when the answer is not kept."""
+        if self.responses is None:
+            return None
+        if "errors" in result or "extensions" in result:
+            labelled(RESPONSE_CACHE, "skip").inc()  # partial or stale answers are never kept
+            return None
+        entry = self.responses.entry(body, context.touched_kinds)
+        if entry is None:
+            labelled(RESPONSE_CACHE, "skip").inc()
+            return None
+        # Written right after the answer goes out, unless a purge of this process has
+        # since dropped one of its tags (it may hold what the purge removed). A purge the
+        # client triggers after reading it (a mutation, a webhook) arrives after that
+        # write, or finds it not made.
+        request.after.append(self._keep(cache_key, entry, context, purges))
+        return entry
+
+    async def _parts(
+        self,
+        request: HttpRequest,
+        answer: IncrementalAnswer,
+        first: dict[str, Any],
+        context: Context,
+        cache_key: str | None,
+        purges: int,
+    ) -> AsyncGenerator[bytes, None]:
+        """The payloads as multipart/mixed parts; once the last is out, the merged answer
+        goes to the whole-response cache as any answer would."""
+        fills = request.fills
+        held = len(fills.tasks) if fills is not None else 0
+
+        async def payloads() -> AsyncGenerator[object, None]:
+            yield first
+            if fills is not None:
+                fills.release()  # the first payload is out: the fills of its part may go
+            async for payload in answer.rest():
+                yield payload
+
+        try:
+            async for part in _MULTIPART.stream(payloads, _json_text)():
+                yield part.encode()
+        finally:
+            await answer.aclose()
+            if fills is not None:
+                request.after.extend(fills.tasks[held:])
+        if cache_key is not None:
+            result = answer.merged()
+            self._entry(request, cache_key, result, orjson.dumps(result), context, purges)
 
     async def _keep(self, key: str, entry: CachedResponse, context: Context, purges: int) -> None:
         """Stores an answer after it went out, unless a purge of this process since its
@@ -280,7 +394,7 @@ async def respond(
     receive: Receive,
     send: Send,
     endpoint: str,
-    answer: Callable[[HttpRequest, Receive, str, str], Awaitable[Answer]],
+    answer: Callable[[HttpRequest, Receive, str, str], Awaitable[Answer | StreamedAnswer]],
     cors: Cors,
     route: str | None = None,
 ) -> None:
@@ -302,7 +416,15 @@ async def respond(
         headers.extend(_SECURITY_HEADERS)
         headers.extend(cors.headers(request.headers.get(b"origin"), request.method))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        if isinstance(body, bytes):
+            await send({"type": "http.response.body", "body": body})
+        else:
+            try:
+                async for part in body:
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            finally:
+                await body.aclose()  # the client went away: the parts not sent stop
     finally:
         seconds = time.perf_counter() - started
         labelled(REQUESTS, endpoint, str(status)).inc()
@@ -331,6 +453,15 @@ async def _finish(after: list[Awaitable[object]]) -> None:
     for failed in await asyncio.gather(*after, return_exceptions=True):
         if isinstance(failed, Exception):
             log.error("a cache fill failed", exc_info=failed)
+
+
+def _multipart_headers(wire: WireFormat) -> list[tuple[bytes, bytes]]:
+    content_type = f'multipart/mixed; boundary="{_MULTIPART.separator}"; {wire.value}'
+    return [(b"content-type", content_type.encode()), (b"cache-control", b"no-cache")]
+
+
+def _json_text(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _cached(request: HttpRequest, cached: CachedResponse, report: bool, hit: bool) -> Answer:

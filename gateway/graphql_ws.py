@@ -5,7 +5,9 @@ a connection without a valid one is closed with 4403. Every operation goes throu
 pipeline as HTTP (gateway/pipeline.py: bounds, persisted documents, incoming limits,
 limits, validation, cost); a refused one answers an `error` message with the same errors
 HTTP would send. Subscriptions run graphql-core's `subscribe`; queries and mutations
-answer one `next` and `complete`. The connection closes (4403) when the token expires.
+answer one `next` and `complete`, or with @defer/@stream a `next` per payload (Apollo's
+deferSpec=20220824 format, or incrementalSpec v0.2 when the subscribe payload's
+extensions ask for it) and then `complete`. The connection closes (4403) when the token expires.
 
 Bounds of its own: a message over REQUEST_MAX_BYTES closes the socket (1009, as uvicorn
 does for frames over its ws_max_size); operations running at once per socket, and live
@@ -34,6 +36,7 @@ from gateway.context import Context, Services
 from gateway.errors import RequestRefused
 from gateway.pipeline import OperationPipeline, Ready
 from gateway.schema.execution import Prepared, format_error
+from gateway.schema.incremental import IncrementalAnswer, WireFormat
 
 __all__ = ["PROTOCOL", "GraphQLWebSocket"]
 
@@ -273,7 +276,9 @@ class _Session:
             task.add_done_callback(lambda _task: self.endpoint.release(key))
         else:
             task = asyncio.create_task(
-                self._single(operation_id, prepared, context, variables, operation_name)
+                self._single(
+                    operation_id, prepared, context, variables, operation_name, _wire(payload)
+                )
             )
         self.operations[operation_id] = task
 
@@ -343,16 +348,28 @@ class _Session:
         context: Context,
         variables: dict[str, Any] | None,
         operation_name: str | None,
+        wire: WireFormat,
     ) -> None:
+        answer: dict[str, Any] | IncrementalAnswer | None = None
         try:
-            result = await self.endpoint.executor.execute(
-                prepared, context, variables, operation_name
+            answer = await self.endpoint.executor.execute_incrementally(
+                prepared, context, variables, operation_name, wire=wire
             )
-            await self.send({"type": "next", "id": operation_id, "payload": result})
+            if isinstance(answer, IncrementalAnswer):
+                # @defer/@stream: a `next` per payload
+                await self.send(
+                    {"type": "next", "id": operation_id, "payload": await answer.first()}
+                )
+                async for payload in answer.rest():
+                    await self.send({"type": "next", "id": operation_id, "payload": payload})
+            else:
+                await self.send({"type": "next", "id": operation_id, "payload": answer})
             await self.send({"type": "complete", "id": operation_id})
         except _Closed:
             pass
         finally:
+            if isinstance(answer, IncrementalAnswer):
+                await answer.aclose()  # cancelled by `complete`: the parts not sent stop
             if self.operations.get(operation_id) is asyncio.current_task():
                 del self.operations[operation_id]
 
@@ -363,6 +380,16 @@ def _payload(result: ExecutionResult, request_id: str) -> dict[str, Any]:
         payload["errors"] = [format_error(e, request_id) for e in result.errors]
     payload["data"] = result.data
     return payload
+
+
+def _wire(payload: dict[str, Any]) -> WireFormat:
+    """The incremental format of an operation's payloads: Apollo's deferSpec=20220824
+    (what Apollo Client's Defer20220824Handler reads over graphql-ws), unless the subscribe
+    payload's extensions ask for `{"incrementalSpec": "v0.2"}`."""
+    extensions = payload.get("extensions")
+    if isinstance(extensions, dict) and extensions.get("incrementalSpec") == "v0.2":
+        return WireFormat.INCREMENTAL_V02
+    return WireFormat.DEFER_20220824
 
 
 def _error(message: str, code: str = "GRAPHQL_VALIDATION_FAILED") -> dict[str, Any]:

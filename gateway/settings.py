@@ -54,6 +54,12 @@ class RateLimit:
         return f"RateLimit({self.calls}/{self.per}s)"
 
 
+# The provider kinds whose fields a soft deadline may defer (PROVIDER_SOFT_DEADLINES; the
+# fields: gateway/schema/incremental.py PROVIDER_FIELDS). CRM is not one: every other
+# field of a page hangs from the customer it answers.
+SOFT_DEADLINE_KINDS = ("billing", "helpdesk", "files")
+
+
 def _csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -198,6 +204,9 @@ class Settings(BaseSettings):
     query_cache_max_bytes: int = Field(50_000_000, ge=0)  # parsed documents kept in process
     ws_max_subscriptions_per_socket: int = Field(20, ge=1)  # operations running at once
     ws_max_subscriptions_per_viewer: int = Field(100, ge=1)  # live ones, in this process
+    # ms per provider kind, e.g. "billing=300,helpdesk=500": a field of that kind still
+    # unanswered then goes in a later payload, for clients that accept multipart/mixed
+    provider_soft_deadlines: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
 
     notify_backend: Literal["log", "smtp", "ses"] = "log"
     smtp_url: str | None = None
@@ -254,6 +263,38 @@ class Settings(BaseSettings):
     @classmethod
     def _split_csv(cls, value: object) -> object:
         return _csv(value)
+
+    @field_validator("provider_soft_deadlines", mode="before")
+    @classmethod
+    def _parse_soft_deadlines(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        deadlines: dict[str, object] = {}
+        for entry in value.split(","):
+            if not entry.strip():
+                continue
+            kind, equals, milliseconds = entry.partition("=")
+            if not equals:
+                raise ValueError(f"{entry!r}: write kind=milliseconds, e.g. billing=300")
+            deadlines[kind.strip().lower()] = milliseconds.strip()
+        return deadlines
+
+    @field_validator("provider_soft_deadlines")
+    @classmethod
+    def _check_soft_deadlines(cls, value: dict[str, int]) -> dict[str, int]:
+        for kind, milliseconds in value.items():
+            if kind not in SOFT_DEADLINE_KINDS:
+                raise ValueError(
+                    f"{kind!r} is not a provider kind a soft deadline applies to "
+                    f"(one of {', '.join(SOFT_DEADLINE_KINDS)})"
+                )
+            if milliseconds < 0:
+                raise ValueError(f"{kind}={milliseconds}: milliseconds are at least 0")
+        return value
+
+    def soft_deadlines(self) -> dict[str, float]:
+        """PROVIDER_SOFT_DEADLINES in seconds per provider kind."""
+        return {kind: ms / 1000 for kind, ms in self.provider_soft_deadlines.items()}
 
     @field_validator("forwarded_allow_ips")
     @classmethod

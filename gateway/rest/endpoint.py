@@ -107,6 +107,7 @@ class RestEndpoint:
         status, _headers, body = await self.graphql.run(
             request, checked, request_id, client_ip, _own_id(route.id) if operation.own_id else None
         )
+        assert isinstance(body, bytes)  # no `wire`: one answer, never parts
         result = orjson.loads(body)
         if status != 200:  # the executor's transport rules; not reached by these documents
             return problem(status, (result.get("errors") or [{}])[0])

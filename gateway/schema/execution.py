@@ -20,6 +20,7 @@ from graphql import (
     ASTValidationRule,
     DocumentNode,
     ExecutionResult,
+    ExperimentalIncrementalExecutionResults,
     FragmentDefinitionNode,
     GraphQLEnumType,
     GraphQLError,
@@ -339,7 +340,7 @@ class GraphQLExecutor:
             is_awaitable=_is_awaitable,
             enable_early_execution=True,
         )
-        if graphql_is_awaitable(result):
+        if not isinstance(result, ExecutionResult | ExperimentalIncrementalExecutionResults):
             result = await result
         extensions: dict[str, Any] = {}
         if report_cost:

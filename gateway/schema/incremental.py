@@ -37,6 +37,7 @@ from graphql import (
     ExperimentalIncrementalExecutionResults,
     FieldNode,
     FragmentDefinitionNode,
+    FragmentSpreadNode,
     GraphQLError,
     GraphQLInterfaceType,
     GraphQLObjectType,
@@ -55,7 +56,6 @@ from graphql.execution import CompletedResult, PendingResult
 
 __all__ = [
     "PROVIDER_FIELDS",
-    "SOFT_KINDS",
     "IncrementalAnswer",
     "WireFormat",
     "soft_deferred",
@@ -69,8 +69,8 @@ class WireFormat(enum.Enum):
     INCREMENTAL_V02 = "incrementalSpec=v0.2"
 
 
-# The fields one provider kind answers, which a soft deadline may defer (CRM is the page's
-# identity and every other field hangs from it: nothing is left to show without it).
+# The fields one provider kind answers, which a soft deadline may defer (the kinds:
+# gateway/settings.py SOFT_DEADLINE_KINDS).
 PROVIDER_FIELDS: Mapping[tuple[str, str], str] = {
     ("Customer", "invoices"): "billing",
     ("Customer", "subscriptions"): "billing",
@@ -80,7 +80,6 @@ PROVIDER_FIELDS: Mapping[tuple[str, str], str] = {
     ("Query", "ticket"): "helpdesk",
     ("Query", "file"): "files",
 }
-SOFT_KINDS = frozenset(PROVIDER_FIELDS.values())
 # The label of a fragment the gateway deferred itself; never shown to the client.
 _SOFT_LABEL = "gateway-soft-deadline:"
 # Loop turns the first payload waits for parts whose data is already there (work that
@@ -95,7 +94,10 @@ FormatError = Callable[[GraphQLError], dict[str, Any]]
 
 
 def soft_deferred(
-    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode, kinds: set[str]
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    kinds: set[str],
 ) -> DocumentNode:
     """The document with every field of `kinds` (PROVIDER_FIELDS) of `operation` wrapped in
     an inline fragment deferred under the gateway's own label; fields already inside a
@@ -124,7 +126,8 @@ def soft_deferred(
                     selection = _copy(
                         selection, selection_set=selections(selection.selection_set, inner)
                     )
-            else:  # a spread: its definition is rewritten once, under its type condition
+            elif isinstance(selection, FragmentSpreadNode):
+                # its definition is rewritten once, under its type condition
                 name = selection.name.value
                 definition = fragments.get(name)
                 if definition is not None and name not in rewritten:
@@ -134,7 +137,8 @@ def soft_deferred(
                         definition, selection_set=selections(definition.selection_set, inner)
                     )
             changed.append(selection)
-        return _copy(node, selections=tuple(changed))
+        copied: SelectionSetNode = _copy(node, selections=tuple(changed))
+        return copied
 
     root = schema.query_type
     new_operation = _copy(operation, selection_set=selections(operation.selection_set, root))
@@ -289,9 +293,7 @@ class IncrementalAnswer:
         or (0) only for a few loop turns. None when it is not there in time or there is
         no more."""
         if self._next is None:
-            self._next = asyncio.create_task(
-                _next_or_none(self._results), context=self._context
-            )
+            self._next = asyncio.create_task(_next_or_none(self._results), context=self._context)
         future = self._next
         if wait is None:
             await asyncio.wait({future})
@@ -380,7 +382,7 @@ class IncrementalAnswer:
             regions.append((base, formatted, region))
         completed_v02 = []
         for completed in result.completed or ():
-            pending = self.pending.get(completed.id)
+            finished = self.pending.get(completed.id)
             errors = [self.format_error(e) for e in completed.errors or ()]
             self.errors.extend(errors)
             if v02:
@@ -388,14 +390,14 @@ class IncrementalAnswer:
                 if errors:
                     done["errors"] = errors
                 completed_v02.append(done)
-            elif errors and pending is not None:
+            elif errors and finished is not None:
                 # the part failed as a whole (a non-null field nulled its fragment)
                 failed: dict[str, Any]
-                if self._is_stream(pending):
-                    failed = {"items": None, "path": [*pending.path, self._length(pending)]}
+                if self._is_stream(finished):
+                    failed = {"items": None, "path": [*finished.path, self._length(finished)]}
                 else:
-                    failed = {"data": None, "path": list(pending.path)}
-                label = self._label(pending)
+                    failed = {"data": None, "path": list(finished.path)}
+                label = self._label(finished)
                 if label is not None:
                     failed["label"] = label
                 failed["errors"] = errors
