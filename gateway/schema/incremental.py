@@ -14,8 +14,9 @@ one of two wire formats (docs/design.md "Incremental delivery"):
 
 Whatever the format, the answer is also merged here into one response (`merged`): what a
 client that asked for no incremental delivery gets, and what the whole-response cache
-keeps. The first payload takes in every part already done when it goes out (entity-cache
-hits), and parts a soft deadline deferred while their provider is within it
+keeps. The first payload takes in every deferred part already done when it goes out
+(entity-cache hits; a stream's items never: the client asked for its first ones first),
+and parts a soft deadline deferred while their provider is within it
 (PROVIDER_SOFT_DEADLINES; `soft_deferred` rewrites the document). A part's errors and its
 `extensions.stale` entries travel with the part.
 """
@@ -209,6 +210,7 @@ class IncrementalAnswer:
         self._results: AsyncGenerator[SubsequentIncrementalExecutionResult, None] = (
             results.subsequent_results
         )
+        self._held: SubsequentIncrementalExecutionResult | None = None  # see `first`
         self._reported = 0  # stale notes reported so far (a prefix of them, see _stale_of)
         self._unreported: list[dict[str, Any]] = []
         self._next: asyncio.Task[SubsequentIncrementalExecutionResult | None] | None = None
@@ -232,6 +234,11 @@ class IncrementalAnswer:
             result = await self._take(self._soft_wait())
             if result is None:
                 break
+            if any(not isinstance(e, IncrementalDeferResult) for e in result.incremental or ()):
+                # a stream's items: the client asked for its first items first, so they
+                # (and what came with them) go in a later payload, even when ready now
+                self._held = result
+                break
             self._absorb(result)
         if not self.has_next:
             return self.merged()
@@ -253,7 +260,9 @@ class IncrementalAnswer:
         """The payloads after the first, each encoded as its wire format says."""
         try:
             while self.has_next:
-                result = await self._take(None)
+                result, self._held = self._held, None
+                if result is None:
+                    result = await self._take(None)
                 if result is None:
                     break
                 yield self._payload(result)
