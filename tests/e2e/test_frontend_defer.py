@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GatewayServer
 from tests.e2e.conftest import running_gateway
 from tests.e2e.node import Node
 from tests.fakes.stripe import FakeStripe, running_fake_stripe
