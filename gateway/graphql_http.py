@@ -286,7 +286,7 @@ class GraphQLEndpoint:
         writes_token = deferred_writes.set(fills)
         purges = self.services.cache.purges
         try:
-            answer = await self.executor.execute_incrementally(
+            answer = await self.executor.execute(
                 ready.prepared,
                 context,
                 variables,

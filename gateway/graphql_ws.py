@@ -352,7 +352,7 @@ class _Session:
     ) -> None:
         answer: dict[str, Any] | IncrementalAnswer | None = None
         try:
-            answer = await self.endpoint.executor.execute_incrementally(
+            answer = await self.endpoint.executor.execute(
                 prepared, context, variables, operation_name, wire=wire
             )
             if isinstance(answer, IncrementalAnswer):

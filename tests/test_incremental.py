@@ -9,23 +9,27 @@ bytes as they arrive, tests/multipart.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from gateway.schema.incremental import PROVIDER_FIELDS
 from gateway.settings import SOFT_DEADLINE_KINDS, Settings
-from tests.conftest import GatewayServer, running_gateway
+from tests.conftest import GatewayServer
 from tests.events.clients import GraphQLSocket
-from tests.fakes.stripe import FakeStripe, running_fake_stripe
+from tests.fakes.stripe import FakeStripe
 from tests.multipart import APOLLO_ACCEPT, V02_ACCEPT, post_for_parts
 from tests.sources.billing_behaviour import ADA, link_customer
 
-API_KEY = "sk_test_incremental"
+# the Stripe gateway fixtures of the billing suite, shared rather than written again
+from tests.sources.test_stripe_billing import (  # noqa: F401
+    fake_stripe,
+    stripe_gateway,
+    stripe_server,
+)
+
 STRIPE_SECONDS = 1.5
-FAST = {"retry_base_delay": 0.01, "retry_max_delay": 0.05, "breaker_failures": 50}
 
 PAGE = """query Page { me { id name
   tickets(first: 3) { edges { node { id subject } } }
@@ -39,18 +43,12 @@ STREAM = """{ me { id tickets(first: 5) {
   edges @stream(initialCount: 2) { node { id subject } } } } }"""
 
 
-@pytest.fixture(scope="module")
-def slow_stripe() -> Iterator[FakeStripe]:
-    with running_fake_stripe(API_KEY) as fake:
-        yield fake
-
-
 @pytest.fixture
-def stripe(slow_stripe: FakeStripe) -> FakeStripe:
-    """The module's Stripe fake, emptied, answering in 1.5 s."""
-    slow_stripe.reset()
-    slow_stripe.latency = STRIPE_SECONDS
-    return slow_stripe
+def stripe(request: pytest.FixtureRequest) -> FakeStripe:
+    """The Stripe fake of tests/sources/test_stripe_billing.py, emptied, answering in 1.5 s."""
+    fake: FakeStripe = request.getfixturevalue("fake_stripe")
+    fake.latency = STRIPE_SECONDS
+    return fake
 
 
 @pytest.fixture
@@ -64,32 +62,19 @@ def ada_in_stripe(stripe: FakeStripe) -> str:
 
 @pytest.fixture
 def start_gateway(
-    make_settings: Callable[..., Settings],
-    redis_url: str,
-    cache_prefix: str,
-    stripe: FakeStripe,
-    ada_in_stripe: str,
-) -> Iterator[Callable[..., GatewayServer]]:
-    """start_gateway(**settings): a gateway whose billing is the slow Stripe fake."""
-    with ExitStack() as stack:
+    request: pytest.FixtureRequest, ada_in_stripe: str
+) -> Callable[..., GatewayServer]:
+    """start_gateway(**settings): a gateway whose billing is the slow Stripe fake, Ada
+    linked to her Stripe customer, warmed by a first request (token keys, parsers)."""
+    gateway_on_stripe: Callable[..., GatewayServer] = request.getfixturevalue("stripe_gateway")
 
-        def start(**overrides: Any) -> GatewayServer:
-            values = {
-                "billing_source": "stripe",
-                "stripe_api_key": API_KEY,
-                "stripe_api_base": stripe.url,
-                "redis_url": redis_url,
-                "cache_prefix": cache_prefix,
-                **FAST,
-                **overrides,
-            }
-            server = stack.enter_context(running_gateway(make_settings(**values)))
-            link_customer(server, ADA, ada_in_stripe)
-            # a first request warms what every request shares (token keys, parsers)
-            server.query("{ me { id } }", token=server.token(ADA)).raise_for_status()
-            return server
+    def start(**overrides: Any) -> GatewayServer:
+        server = gateway_on_stripe(**overrides)
+        link_customer(server, ADA, ada_in_stripe)
+        server.query("{ me { id } }", token=server.token(ADA)).raise_for_status()
+        return server
 
-        yield start
+    return start
 
 
 def _invoice_totals(data: dict[str, Any]) -> list[int]:

@@ -298,32 +298,16 @@ class GraphQLExecutor:
         context: Context,
         variables: dict[str, Any] | None,
         operation_name: str | None,
-        report_cost: bool = False,
-    ) -> dict[str, Any]:
-        """Runs a prepared operation the pipeline admitted (its cost already checked), and
-        answers one response: deferred and streamed parts merged in, as a client that
-        asked for no incremental delivery gets them."""
-        answer = await self.execute_incrementally(
-            prepared, context, variables, operation_name, report_cost=report_cost
-        )
-        if isinstance(answer, IncrementalAnswer):
-            return await answer.merge_all()
-        return answer
-
-    async def execute_incrementally(
-        self,
-        prepared: Prepared,
-        context: Context,
-        variables: dict[str, Any] | None,
-        operation_name: str | None,
         *,
         wire: WireFormat = WireFormat.DEFER_20220824,
         soft_deadlines: Mapping[str, float] | None = None,
         report_cost: bool = False,
     ) -> dict[str, Any] | IncrementalAnswer:
-        """Runs a prepared operation; answers the response, or its payloads in `wire`
-        format when the operation defers or streams a part (or `soft_deadlines`, seconds
-        per provider kind, deferred a field of a query whose provider is slow)."""
+        """Runs a prepared operation the pipeline admitted (its cost already checked);
+        answers the response, or its payloads in `wire` format when the operation defers
+        or streams a part (or `soft_deadlines`, seconds per provider kind, deferred a field
+        of a query whose provider is slow). `IncrementalAnswer.merge_all` makes those one
+        response, for a client that asked for no incremental delivery."""
         assert prepared.document is not None
         document = prepared.document
         if soft_deadlines:
