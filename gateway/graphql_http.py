@@ -358,7 +358,6 @@ class GraphQLEndpoint:
         """The payloads as multipart/mixed parts; once the last is out, the merged answer
         goes to the whole-response cache as any answer would."""
         fills = request.fills
-        held = len(fills.tasks) if fills is not None else 0
 
         async def payloads() -> AsyncGenerator[object, None]:
             yield first
@@ -372,8 +371,9 @@ class GraphQLEndpoint:
                 yield part.encode()
         finally:
             await answer.aclose()
-            if fills is not None:
-                request.after.extend(fills.tasks[held:])
+            if fills is not None:  # the later parts' fills, awaited with the others
+                awaited = set(map(id, request.after))
+                request.after.extend(t for t in fills.tasks if id(t) not in awaited)
         if cache_key is not None:
             result = answer.merged()
             self._entry(request, cache_key, result, orjson.dumps(result), context, purges)
