@@ -31,7 +31,7 @@ first, `totalCount` the number of invoices (of the asked status) on every page, 
 page through every invoice exactly once, a staff page of many customers showing each
 exactly what the customer's own page shows (whatever path the adapter reads it by),
 NOT_FOUND for another customer's invoice, and a failing provider costing only the billing
-fields, named by `extensions.source`.
+fields, named by `extensions.source` (and, asked in a @defer fragment, only that part).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import pytest
 
 from gateway.domain import InvoiceStatus
 from tests.conftest import GatewayServer
+from tests.multipart import post_for_parts
 
 __all__ = [
     "ADA",
@@ -385,6 +386,25 @@ class BillingBehaviour:
         body = server.query(HOME, token=server.token(ADA)).json()
         assert "errors" not in body, body
         assert body["data"]["me"]["invoices"]["totalCount"] == 5
+
+    def test_a_failing_provider_costs_only_its_deferred_part(
+        self, billing_env: BillingEnv, seeded: dict[str, Any]
+    ) -> None:
+        server = billing_env.server
+        billing_env.provider.fail(500)
+        query = """{ me { name tickets(first: 3) { totalCount }
+          ... @defer { invoices(first: 5) { totalCount } } } }"""
+        _response, parts = post_for_parts(server.http, query, server.token(ADA))
+        first, *rest = (part.payload for part in parts)
+        assert "errors" not in first
+        assert first["data"]["me"] == {"name": "Ada Lovelace", "tickets": {"totalCount": 12}}
+        (part,) = [entry for payload in rest for entry in payload.get("incremental", ())]
+        assert part["data"] == {"invoices": None}
+        (error,) = part["errors"]
+        assert error["path"] == ["me", "invoices"]
+        assert error["extensions"]["code"] == "INTEGRATION_UNAVAILABLE"
+        assert error["extensions"]["source"] == billing_env.source
+        billing_env.provider.recover()
 
     def test_total_count_on_every_page_and_status(
         self, billing_env: BillingEnv, seeded: dict[str, Any]
