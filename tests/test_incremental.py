@@ -296,3 +296,14 @@ async def test_over_websocket_complete_stops_the_parts_not_sent(
         # and the connection serves the next operation
         await socket.send({"type": "subscribe", "id": "q", "payload": {"query": "{ me { id } }"}})
         assert (await socket.next_payload("q"))["data"] == {"me": {"id": ADA}}
+
+
+async def test_a_subscription_cannot_defer(gateway_server: GatewayServer) -> None:
+    query = "subscription { invoiceUpdated { id ... @defer { total } } }"
+    async with GraphQLSocket.open(gateway_server.url, gateway_server.token("1001")) as socket:
+        await socket.send({"type": "subscribe", "id": "d", "payload": {"query": query}})
+        message = await socket.receive()
+        assert message["type"] == "error"
+        (error,) = message["payload"]
+        assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        assert "subscription" in error["message"]

@@ -213,7 +213,7 @@ class IncrementalAnswer:
             results.subsequent_results
         )
         self._held: SubsequentIncrementalExecutionResult | None = None  # see `first`
-        self._reported = 0  # stale notes reported so far (a prefix of them, see _stale_of)
+        self._reported = 0  # stale notes reported so far (a prefix of them, see _new_stale)
         self._unreported: list[dict[str, Any]] = []
         self._next: asyncio.Task[SubsequentIncrementalExecutionResult | None] | None = None
         # the later parts run in the context execution started in (its deferred cache
