@@ -9,6 +9,7 @@ one header scan, one body read, one cache round trip and two `send` calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
@@ -419,12 +420,7 @@ async def respond(
         if isinstance(body, bytes):
             await send({"type": "http.response.body", "body": body})
         else:
-            try:
-                async for part in body:
-                    await send({"type": "http.response.body", "body": part, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-            finally:
-                await body.aclose()  # the client went away: the parts not sent stop
+            await _send_parts(body, send, receive)
     finally:
         seconds = time.perf_counter() - started
         labelled(REQUESTS, endpoint, str(status)).inc()
@@ -447,6 +443,39 @@ async def respond(
             await _finish(request.after)
         request_note_var.reset(note_token)
         request_id_var.reset(token)
+
+
+async def _send_parts(parts: AsyncGenerator[bytes, None], send: Send, receive: Receive) -> None:
+    """A streamed answer's parts, each sent as it is made. When the client goes away
+    meanwhile, the parts not yet made stop (uvicorn drops what is sent to a closed
+    connection without a word, so the request's `receive` is asked)."""
+    gone = asyncio.ensure_future(_disconnected(receive))
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(parts, None))
+            await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
+                return
+            part = following.result()
+            if part is None:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+    finally:
+        gone.cancel()
+        await parts.aclose()
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has gone away; never, when that cannot be known."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # a body deadline's refusal, say: nothing to say about the client
+        await asyncio.Event().wait()
 
 
 async def _finish(after: list[Awaitable[object]]) -> None:

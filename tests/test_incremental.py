@@ -8,10 +8,13 @@ bytes as they arrive, tests/multipart.py).
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.schema.incremental import PROVIDER_FIELDS
@@ -102,6 +105,27 @@ def test_the_first_payload_does_not_wait_for_a_slow_stripe(
     assert (part["path"], part["label"]) == (["me"], "billing")
     assert _invoice_totals(part["data"]) == [1200, 3400]
     assert "errors" not in part
+
+
+def test_a_client_that_goes_away_stops_the_parts_not_sent(
+    start_gateway: Callable[..., GatewayServer], capture_logs: Callable[..., io.StringIO]
+) -> None:
+    server = start_gateway()
+    logs = capture_logs("INFO")
+    with (
+        httpx.Client(base_url=server.url, timeout=5) as client,
+        client.stream(
+            "POST",
+            "/graphql",
+            json={"query": PAGE},
+            headers={"Authorization": f"Bearer {server.token(ADA)}", "Accept": APOLLO_ACCEPT},
+        ) as response,
+    ):
+        next(response.iter_raw())  # the first bytes, then the page is closed
+    time.sleep(0.3)  # the gateway sees the connection go
+    # the request ended with the client, not 1.5 s later when Stripe would have answered
+    (line,) = [json.loads(line) for line in logs.getvalue().splitlines() if '"graphql Page' in line]
+    assert line["duration_ms"] < 1000, line
 
 
 def test_a_failing_stripe_fails_only_the_deferred_part(
