@@ -486,7 +486,11 @@ async def _finish(after: list[Awaitable[object]]) -> None:
 
 def _multipart_headers(wire: WireFormat) -> list[tuple[bytes, bytes]]:
     content_type = f'multipart/mixed; boundary="{_MULTIPART.separator}"; {wire.value}'
-    return [(b"content-type", content_type.encode()), (b"cache-control", b"no-cache")]
+    return [
+        (b"content-type", content_type.encode()),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),  # nginx passes each part on as it comes
+    ]
 
 
 def _json_text(value: object) -> str:
