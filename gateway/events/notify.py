@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import boto3
 import msgspec
 
-from gateway.domain import Customer, DomainEvent, Invoice, InvoicePaid, TicketUpdated
+from gateway.domain import Customer, DomainEvent, Invoice, InvoicePaid, Ticket, TicketUpdated
 from gateway.settings import Settings
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "build_notifier",
     "format_money",
     "notifications_for",
+    "ticket_received",
     "wants_notification",
 ]
 
@@ -85,6 +86,21 @@ def _ticket_answered(event: TicketUpdated, customer: Customer, to: str) -> Notif
         to=to,
         subject=f"New reply to your request #{ticket_id}",
         body=f"{greeting}\n\nour support team replied to your request #{ticket_id}{about}.\n",
+    )
+
+
+def ticket_received(ticket: Ticket, customer: Customer, to: str, write_id: str) -> Notification:
+    """The confirmation of a request the gateway kept while the help desk was away."""
+    greeting = f"Hello {customer.name}," if customer.name else "Hello,"
+    return Notification(
+        # keyed by the write: one confirmation, however often its delivery is repeated
+        id=f"ticket_received:{write_id}",
+        to=to,
+        subject=f"We received your request #{ticket.id}",
+        body=(
+            f"{greeting}\n\nyour request “{ticket.subject}” reached our support team as "
+            f"#{ticket.id}. We will reply as soon as we can.\n"
+        ),
     )
 
 

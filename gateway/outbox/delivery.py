@@ -1,0 +1,209 @@
+"""The worker's side of the outbox: deliver one queued write, in order per customer.
+
+For a write taken off the bus: its record says whether it is still to do (a redelivered
+message of a delivered write does nothing); a write waits while an earlier write of the same
+customer is undelivered, or while another worker holds the customer's lease; then it is sent
+with the key its first attempt carried (the provider answers a repeat with the first
+answer, so a worker killed between the provider's answer and the record sends it again
+harmlessly). Delivered: the record says so, the gateway's cached copies go, a `ticketUpdated`
+goes to the customer's live subscriptions and the confirmation is sent. Refused by the
+provider, or still unavailable after OUTBOX_MAX_ATTEMPTS deliveries or OUTBOX_MAX_AGE
+seconds: the write is dead-lettered with the reason in plain words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from gateway.cache.entity import EntityCache
+from gateway.domain import (
+    Customer,
+    DeliveryState,
+    FileDeleted,
+    QueuedWrite,
+    Ticket,
+    TicketUpdated,
+    WriteKind,
+)
+from gateway.errors import GatewayError
+from gateway.events.live import LiveHub
+from gateway.events.notify import Notification, ticket_received
+from gateway.observability import OUTBOX_DEAD_LETTERS, OUTBOX_WRITES
+from gateway.outbox.store import OutboxStore
+from gateway.outbox.writes import (
+    customer_view_changed,
+    customer_written,
+    file_deleted,
+    plain_reason,
+    send,
+    ticket_created,
+    unavailable,
+)
+from gateway.settings import Settings
+from gateway.sources.registry import Sources
+
+__all__ = ["Deliverer", "Outcome"]
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["done", "dead", "wait", "retry"]
+# how long a write waits for an earlier one of its customer before it is looked at again
+WAIT = 0.2
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: OutboxStore,
+        sources: Sources,
+        cache: EntityCache,
+        live: LiveHub,
+        settings: Settings,
+        owner: str,
+    ) -> None:
+        self.store = store
+        self.sources = sources
+        self.cache = cache
+        self.live = live
+        self.settings = settings
+        self.owner = owner
+        # the lease outlives a whole send (every upstream attempt within its deadline)
+        self.lease_ttl = max(settings.upstream_timeout * 2, settings.events_redelivery_timeout)
+
+    def backoff(self, attempts: int) -> float:
+        """Full-jitter exponential pause before the write's next delivery; kept below the
+        bus's redelivery timeout, so the worker holding it hands it back itself."""
+        cap = min(self.settings.outbox_retry_max, self.settings.events_redelivery_timeout / 2)
+        ceiling = self.settings.outbox_retry_base * 2 ** min(attempts - 1, 20)
+        return random.uniform(0, min(cap, ceiling))
+
+    async def deliver(
+        self, write: QueuedWrite, notify: Callable[[Notification], Awaitable[bool]]
+    ) -> tuple[Outcome, float]:
+        """Deliver the write if it is its turn; answers the outcome and, for "wait" and
+        "retry", the seconds before the message should be handed back."""
+        extra = {"write_id": write.id, "kind": write.kind.value}
+        current = await self.store.get(write.customer_id, write.id)
+        if current is None:
+            log.info("outbox write no longer stored (erased or dropped)", extra=extra)
+            return "done", 0.0
+        if current.state is not DeliveryState.QUEUED:
+            log.info("outbox write already %s", current.state.value.lower(), extra=extra)
+            return "done", 0.0
+        earlier = [
+            w
+            for w in await self.store.writes(write.customer_id)
+            if w.seq < current.seq and w.state is DeliveryState.QUEUED
+        ]
+        if earlier or not await self.store.lease(write.customer_id, self.owner, self.lease_ttl):
+            return "wait", WAIT
+        try:
+            return await self._deliver(current, notify, extra)
+        finally:
+            await self.store.unlease(write.customer_id, self.owner)
+
+    async def _deliver(
+        self,
+        write: QueuedWrite,
+        notify: Callable[[Notification], Awaitable[bool]],
+        extra: dict[str, str],
+    ) -> tuple[Outcome, float]:
+        since = write.retried_at or write.accepted_at
+        age = (datetime.now(UTC) - since).total_seconds()
+        if age > self.settings.outbox_max_age:
+            hours = self.settings.outbox_max_age / 3600
+            why = f"it waited longer than {hours:g} hours"
+            return await self._dead(write, plain_reason(write, None, why), extra), 0.0
+        attempts = write.attempts + 1
+        try:
+            answer = await send(write, self.sources)
+        except Exception as error:
+            if not unavailable(error) and isinstance(error, GatewayError):
+                # the provider's answer (4xx, not found, invalid): the same write gets it again
+                return await self._dead(write, plain_reason(write, error), extra), 0.0
+            if attempts >= self.settings.outbox_max_attempts:
+                why = f"it was tried {attempts} times"
+                return await self._dead(write, plain_reason(write, None, why), extra), 0.0
+            await self.store.put(msgspec.structs.replace(write, attempts=attempts))
+            delay = self.backoff(attempts)
+            log.warning(
+                "outbox write not delivered (attempt %d), again in %.1fs: %s",
+                attempts,
+                delay,
+                type(error).__name__,
+                extra=extra,
+            )
+            return "retry", delay
+        pause = self.settings.outbox_pause_after_send
+        if pause:
+            log.warning("outbox write sent; pausing before recording it", extra=extra)
+            await asyncio.sleep(pause)
+        result_id = answer.id if isinstance(answer, Ticket) else None
+        done = msgspec.structs.replace(
+            write,
+            state=DeliveryState.DELIVERED,
+            attempts=attempts,
+            delivered_at=datetime.now(UTC),
+            result_id=result_id,
+            reason=None,
+        )
+        await self.store.put(done)
+        await customer_view_changed(self.cache, write.customer_id)
+        OUTBOX_WRITES.labels(write.kind.value, "delivered").inc()
+        log.info("outbox write delivered", extra={**extra, "attempts": attempts})
+        await self._settle(done, answer, notify)
+        await self.store.prune(write.customer_id, self.settings.outbox_keep_delivered)
+        return "done", 0.0
+
+    async def _settle(
+        self,
+        write: QueuedWrite,
+        answer: Ticket | Customer | None,
+        notify: Callable[[Notification], Awaitable[bool]],
+    ) -> None:
+        """The gateway's copies follow the provider: caches, live subscriptions, the mail."""
+        now = datetime.now(UTC)
+        if write.kind is WriteKind.CREATE_TICKET and isinstance(answer, Ticket):
+            await ticket_created(self.cache, answer.requester_id)
+            ticket = msgspec.structs.replace(answer, delivery=write.delivery)
+            await self.live.publish(
+                TicketUpdated(
+                    event_id=f"delivered:{write.id}",
+                    customer_id=write.customer_id,
+                    occurred_at=now,
+                    ticket=ticket,
+                    requester_id=answer.requester_id,
+                    ticket_id=answer.id,
+                )
+            )
+            [customer] = await self.sources.crm.customers([write.customer_id])
+            if isinstance(customer, Customer) and customer.email:
+                await notify(ticket_received(ticket, customer, customer.email, write.id))
+        elif write.kind is WriteKind.UPDATE_PROFILE and isinstance(answer, Customer):
+            await customer_written(self.cache, answer)
+        elif write.kind is WriteKind.DELETE_FILE and write.file is not None:
+            await file_deleted(self.cache, write.customer_id)
+            await self.live.publish(
+                FileDeleted(
+                    event_id=f"delivered:{write.id}",
+                    customer_id=write.customer_id,
+                    occurred_at=now,
+                    file_id=write.file.id,
+                )
+            )
+
+    async def _dead(self, write: QueuedWrite, reason: str, extra: dict[str, str]) -> Outcome:
+        dead = msgspec.structs.replace(write, state=DeliveryState.FAILED, reason=reason)
+        await self.store.put(dead)
+        await customer_view_changed(self.cache, write.customer_id)
+        OUTBOX_WRITES.labels(write.kind.value, "dead").inc()
+        OUTBOX_DEAD_LETTERS.set(await self.store.dead_count())
+        log.error("outbox write dead-lettered: %s", reason, extra=extra)
+        return "dead"
