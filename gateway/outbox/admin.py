@@ -16,6 +16,7 @@ import msgspec
 from gateway.domain import DeliveryState, QueuedWrite, WriteQueued
 from gateway.observability import OUTBOX_WRITES
 from gateway.outbox.store import RedisOutboxStore
+from gateway.outbox.writes import customer_view_changed
 from gateway.settings import Settings
 
 __all__ = ["OutboxCommandFailed", "dead_letter_lines", "drop", "list_dead", "retry"]
@@ -23,6 +24,18 @@ __all__ = ["OutboxCommandFailed", "dead_letter_lines", "drop", "list_dead", "ret
 
 class OutboxCommandFailed(Exception):
     """What the command prints before exiting 1."""
+
+
+async def _customer_view_changed(settings: Settings, customer_id: str) -> None:
+    from gateway.cache import build_cache_backend, build_entity_cache
+
+    backend = build_cache_backend(settings)
+    cache = build_entity_cache(settings, backend)
+    try:
+        await customer_view_changed(cache, customer_id)
+    finally:
+        await cache.aclose()
+        await backend.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -91,7 +104,8 @@ async def retry(settings: Settings, name: str) -> QueuedWrite:
             if client is not None:
                 await client.aclose()
         OUTBOX_WRITES.labels(write.kind.value, "retried").inc()
-        return queued
+    await _customer_view_changed(settings, write.customer_id)
+    return queued
 
 
 async def drop(settings: Settings, name: str) -> QueuedWrite:
@@ -99,7 +113,8 @@ async def drop(settings: Settings, name: str) -> QueuedWrite:
     async with _store(settings) as store:
         write = await _dead_one(store, name)
         await store.drop(write.customer_id, write.id)
-        return write
+    await _customer_view_changed(settings, write.customer_id)
+    return write
 
 
 def dead_letter_lines(writes: list[QueuedWrite]) -> list[str]:

@@ -127,10 +127,12 @@ class Deliverer:
         except Exception as error:
             if not unavailable(error) and isinstance(error, GatewayError):
                 # the provider's answer (4xx, not found, invalid): the same write gets it again
-                return await self._dead(write, plain_reason(write, error), extra), 0.0
+                refused = msgspec.structs.replace(write, attempts=attempts)
+                return await self._dead(refused, plain_reason(write, error), extra), 0.0
             if attempts >= self.settings.outbox_max_attempts:
                 why = f"it was tried {attempts} times"
-                return await self._dead(write, plain_reason(write, None, why), extra), 0.0
+                tried = msgspec.structs.replace(write, attempts=attempts)
+                return await self._dead(tried, plain_reason(write, None, why), extra), 0.0
             await self.store.put(msgspec.structs.replace(write, attempts=attempts))
             delay = self.backoff(attempts)
             log.warning(
