@@ -13,23 +13,29 @@ import contextlib
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from redis.exceptions import RedisError
 
 from gateway.cache.entity import EntityCache
-from gateway.domain import DeliveryState, QueuedWrite, WriteQueued
+from gateway.domain import DeliveryState, DomainEvent, QueuedWrite, WriteQueued
 from gateway.errors import IntegrationUnavailable
-from gateway.events.bus import EventBus
 from gateway.observability import OUTBOX_WRITES
 from gateway.outbox.store import OutboxStore
 from gateway.outbox.writes import customer_view_changed, send, unavailable
 from gateway.sources.registry import Sources
 
-__all__ = ["Outbox", "new_write_id"]
+__all__ = ["Outbox", "WriteBus", "new_write_id"]
 
 log = logging.getLogger(__name__)
+
+
+class WriteBus(Protocol):
+    """Where a queued write is put for the worker: the deployment's event bus
+    (gateway/events/bus.py; the request path reaches it only through this)."""
+
+    async def publish(self, event: DomainEvent) -> None: ...
 
 
 def new_write_id() -> str:
@@ -39,7 +45,7 @@ def new_write_id() -> str:
 class Outbox:
     """What the app holds: the outbox's state store and the bus its writes travel on."""
 
-    def __init__(self, store: OutboxStore, bus: EventBus, cache: EntityCache) -> None:
+    def __init__(self, store: OutboxStore, bus: WriteBus, cache: EntityCache) -> None:
         self.store = store
         self.bus = bus
         self.cache = cache
