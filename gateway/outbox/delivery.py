@@ -97,6 +97,11 @@ class Deliverer:
         if current.state is not DeliveryState.QUEUED:
             log.info("outbox write already %s", current.state.value.lower(), extra=extra)
             return "done", 0.0
+        # checked before its turn comes: a write held up behind another one ages too
+        since = current.retried_at or current.accepted_at
+        if (datetime.now(UTC) - since).total_seconds() > self.settings.outbox_max_age:
+            why = f"it waited longer than {_duration(self.settings.outbox_max_age)}"
+            return await self._dead(current, plain_reason(current, None, why), extra), 0.0
         earlier = [
             w
             for w in await self.store.writes(write.customer_id)
@@ -115,12 +120,6 @@ class Deliverer:
         notify: Callable[[Notification], Awaitable[bool]],
         extra: dict[str, str],
     ) -> tuple[Outcome, float]:
-        since = write.retried_at or write.accepted_at
-        age = (datetime.now(UTC) - since).total_seconds()
-        if age > self.settings.outbox_max_age:
-            hours = self.settings.outbox_max_age / 3600
-            why = f"it waited longer than {hours:g} hours"
-            return await self._dead(write, plain_reason(write, None, why), extra), 0.0
         attempts = write.attempts + 1
         try:
             answer = await send(write, self.sources)
@@ -209,3 +208,12 @@ class Deliverer:
         OUTBOX_DEAD_LETTERS.set(await self.store.dead_count())
         log.error("outbox write dead-lettered: %s", reason, extra=extra)
         return "dead"
+
+
+def _duration(seconds: float) -> str:
+    """`seconds` in the largest unit that says it in whole numbers or near: "24 hours"."""
+    for unit, size in (("day", 86_400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = round(seconds / size, 1)
+            return f"{count:g} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"

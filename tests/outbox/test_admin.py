@@ -143,3 +143,28 @@ async def test_dropping_a_dead_letter_forgets_it_for_the_customer_too(
     code, out, _ = await asyncio.to_thread(outbox_command, deployment, "list", cwd=tmp_path)
     assert out.strip() == "no dead letters"
     assert zendesk.tickets_of(grace.zendesk_id) == []
+
+
+async def test_a_write_still_undeliverable_after_its_attempts_or_age_is_a_dead_letter(
+    gateway: GatewayServer,
+    hubspot: FakeHubSpot,
+    zendesk: FakeZendesk,
+    make_settings: Callable[..., Settings],
+    deployment: dict[str, Any],
+) -> None:
+    ada, grace = seed(hubspot, zendesk, 0), seed(hubspot, zendesk, 1)
+    zendesk.fail("tickets_create", 503, times=None)  # down throughout
+    tried = create(gateway, ada, "Tried")["ticket"]["delivery"]["writeId"]
+    dead = await settle(make_settings(**deployment, outbox_max_attempts=2), gateway, ada, tried)
+    assert (dead.state, dead.attempts) == (DeliveryState.FAILED, 2)
+    assert dead.reason == (
+        "The help desk could not be reached, so your request was not sent: it was tried 2 times."
+    )
+
+    aged = create(gateway, grace, "Aged")["ticket"]["delivery"]["writeId"]
+    await asyncio.sleep(1.1)
+    dead = await settle(make_settings(**deployment, outbox_max_age=1), gateway, grace, aged)
+    assert dead.state is DeliveryState.FAILED
+    assert dead.attempts == 0  # never sent: too old when its turn came
+    assert dead.reason.endswith("it waited longer than 1 second.")
+    assert zendesk.tickets_of(ada.zendesk_id) == zendesk.tickets_of(grace.zendesk_id) == []
