@@ -162,6 +162,7 @@ async def create_ticket(
             await ticket_created(ctx.services.cache, requester_id)
             return created.id.encode()
         done, answer = await outbox.submit(write, ctx.services.sources)
+        ctx.own_writes = None  # read again: the write just kept is among them
         if isinstance(answer, Ticket):
             await ticket_created(ctx.services.cache, requester_id)
             return answer.id.encode()
