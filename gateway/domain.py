@@ -217,6 +217,7 @@ class QueuedWrite(msgspec.Struct, frozen=True):
     reason: str | None = None
     attempts: int = 0
     retried_at: datetime | None = None  # an operator's retry: the age limit counts from here
+    not_before: datetime | None = None  # the next delivery waits till then (backoff, Retry-After)
     delivered_at: datetime | None = None
     result_id: str | None = None  # the provider's id of what was created (a ticket)
     requester_id: str | None = None

@@ -177,7 +177,7 @@ class Worker:
                 outcome, delay = await self.outbox.deliver(event.write, self.send_once)
             except Exception as error:  # the outbox state unreachable: later, not lost
                 log.warning("outbox delivery failed: %s", type(error).__name__, extra=extra)
-                outcome, delay = "retry", self.outbox.backoff(3)
+                outcome, delay = "retry", min(self.outbox.backoff(3), self.outbox.hold)
             if outcome in ("done", "dead"):
                 await self.bus.ack(delivery)
                 return outcome

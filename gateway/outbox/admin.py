@@ -82,7 +82,12 @@ async def retry(settings: Settings, name: str) -> QueuedWrite:
         write = await _dead_one(store, name)
         now = datetime.now(UTC)
         queued = msgspec.structs.replace(
-            write, state=DeliveryState.QUEUED, reason=None, attempts=0, retried_at=now
+            write,
+            state=DeliveryState.QUEUED,
+            reason=None,
+            attempts=0,
+            retried_at=now,
+            not_before=None,
         )
         client = redis_client(settings.redis_url) if settings.redis_url else None
         bus = build_bus(settings, client)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import msgspec
@@ -77,12 +77,18 @@ class Deliverer:
         # the lease outlives a whole send (every upstream attempt within its deadline)
         self.lease_ttl = max(settings.upstream_timeout * 2, settings.events_redelivery_timeout)
 
-    def backoff(self, attempts: int) -> float:
-        """Full-jitter exponential pause before the write's next delivery; kept below the
-        bus's redelivery timeout, so the worker holding it hands it back itself."""
-        cap = min(self.settings.outbox_retry_max, self.settings.events_redelivery_timeout / 2)
+    @property
+    def hold(self) -> float:
+        """The longest a worker keeps a message before handing it back: below the bus's
+        redelivery timeout, so no other worker takes it over meanwhile."""
+        return self.settings.events_redelivery_timeout / 2
+
+    def backoff(self, attempts: int, retry_after: float | None = None) -> float:
+        """Full-jitter exponential pause before the write's next delivery, at least what
+        the provider asked for (Retry-After)."""
         ceiling = self.settings.outbox_retry_base * 2 ** min(attempts - 1, 20)
-        return random.uniform(0, min(cap, ceiling))
+        pause = random.uniform(0, min(self.settings.outbox_retry_max, ceiling))
+        return max(pause, retry_after or 0.0)
 
     async def deliver(
         self, write: QueuedWrite, notify: Callable[[Notification], Awaitable[bool]]
@@ -107,6 +113,10 @@ class Deliverer:
             for w in await self.store.writes(write.customer_id)
             if w.seq < current.seq and w.state is DeliveryState.QUEUED
         ]
+        if current.not_before is not None:
+            left = (current.not_before - datetime.now(UTC)).total_seconds()
+            if left > 0:  # its pause, handed back as often as the bus needs
+                return "wait", min(left, self.hold)
         if earlier or not await self.store.lease(write.customer_id, self.owner, self.lease_ttl):
             return "wait", WAIT
         try:
@@ -132,8 +142,11 @@ class Deliverer:
                 why = f"it was tried {attempts} times"
                 tried = msgspec.structs.replace(write, attempts=attempts)
                 return await self._dead(tried, plain_reason(write, None, why), extra), 0.0
-            await self.store.put(msgspec.structs.replace(write, attempts=attempts))
-            delay = self.backoff(attempts)
+            delay = self.backoff(attempts, getattr(error, "retry_after", None))
+            later = datetime.now(UTC) + timedelta(seconds=delay)
+            await self.store.put(
+                msgspec.structs.replace(write, attempts=attempts, not_before=later)
+            )
             log.warning(
                 "outbox write not delivered (attempt %d), again in %.1fs: %s",
                 attempts,
@@ -141,7 +154,7 @@ class Deliverer:
                 type(error).__name__,
                 extra=extra,
             )
-            return "retry", delay
+            return "retry", min(delay, self.hold)
         pause = self.settings.outbox_pause_after_send
         if pause:
             log.warning("outbox write sent; pausing before recording it", extra=extra)

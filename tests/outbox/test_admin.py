@@ -5,6 +5,7 @@ cause is fixed, `drop` forgets it. Nothing is silently dropped."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 from collections.abc import Callable
@@ -155,11 +156,18 @@ async def test_a_write_still_undeliverable_after_its_attempts_or_age_is_a_dead_l
     ada, grace = seed(hubspot, zendesk, 0), seed(hubspot, zendesk, 1)
     zendesk.fail("tickets_create", 503, times=None)  # down throughout
     tried = create(gateway, ada, "Tried")["ticket"]["delivery"]["writeId"]
+    zendesk.clear_faults()
+    zendesk.fail("tickets_create", 429, times=None)  # with Retry-After: 1
+    zendesk.reset_calls()
     dead = await settle(make_settings(**deployment, outbox_max_attempts=2), gateway, ada, tried)
     assert (dead.state, dead.attempts) == (DeliveryState.FAILED, 2)
     assert dead.reason == (
         "The help desk could not be reached, so your request was not sent: it was tried 2 times."
     )
+    # each delivery's attempts, and the two deliveries, a Retry-After apart
+    arrivals = [call.at for call in zendesk.calls_to("tickets_create")]
+    assert len(arrivals) == 4
+    assert all(later - earlier >= 0.95 for earlier, later in itertools.pairwise(arrivals))
 
     aged = create(gateway, grace, "Aged")["ticket"]["delivery"]["writeId"]
     await asyncio.sleep(1.1)
