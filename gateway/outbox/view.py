@@ -23,6 +23,7 @@ from gateway.domain import (
     TicketStatus,
     WriteKind,
 )
+from gateway.outbox.store import OutboxStore
 
 __all__ = [
     "PROVISIONAL",
@@ -52,9 +53,9 @@ async def own_writes(ctx: Context, customer_id: str) -> list[QueuedWrite]:
     return writes
 
 
-async def _read(store: object, customer_id: str) -> list[QueuedWrite]:
+async def _read(store: OutboxStore, customer_id: str) -> list[QueuedWrite]:
     try:
-        writes: list[QueuedWrite] = await store.writes(customer_id)  # type: ignore[attr-defined]
+        writes = await store.writes(customer_id)
     except (RedisError, OSError) as error:
         log.warning("outbox state unreadable: %s", type(error).__name__)
         return []
