@@ -6,7 +6,7 @@ it. Redis (`RedisOutboxStore`) with REDIS_URL; in-process (`MemoryOutboxStore`) 
 development, where the app is its own worker. Unlike the cache backend, these methods raise
 when Redis is away: a write is never answered QUEUED unless its state was stored.
 
-Redis keys (`{CACHE_PREFIX}` first): `outbox:{customer}` a hash write id -> sealed record;
+Redis keys (`{CACHE_PREFIX}` first): `outbox:writes:{customer}` a hash write id -> sealed record;
 `outbox:seq:{customer}` the customer's write counter; `outbox:lease:{customer}` the worker
 delivering that customer's writes; `outbox:dead` a sorted set of `{customer}/{write id}` by
 acceptance time.
@@ -96,7 +96,7 @@ class RedisOutboxStore:
         self._release: Any = client.register_script(_RELEASE)
 
     def _hash(self, customer_id: str) -> str:
-        return f"{self.prefix}{customer_id}"
+        return f"{self.prefix}writes:{customer_id}"
 
     def _open(self, customer_id: str, raw: bytes) -> QueuedWrite:
         return _decoder.decode(self.cipher.open(raw, self._hash(customer_id).encode()))
