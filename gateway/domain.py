@@ -288,6 +288,9 @@ class TicketUpdated(DomainEvent, frozen=True):
     requester_id: str | None = None
     ticket_id: str | None = None
     answered: bool = False  # an agent's public reply: the requester is notified
+    # a ticket the gateway kept while the help desk was away, now delivered: the requester
+    # is told it arrived
+    received: bool = False
 
 
 class FileUploaded(DomainEvent, frozen=True):

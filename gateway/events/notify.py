@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import boto3
 import msgspec
 
-from gateway.domain import Customer, DomainEvent, Invoice, InvoicePaid, Ticket, TicketUpdated
+from gateway.domain import Customer, DomainEvent, Invoice, InvoicePaid, TicketUpdated
 from gateway.settings import Settings
 
 __all__ = [
@@ -89,12 +89,15 @@ def _ticket_answered(event: TicketUpdated, customer: Customer, to: str) -> Notif
     )
 
 
-def ticket_received(ticket: Ticket, customer: Customer, to: str, write_id: str) -> Notification:
+def ticket_received(event: TicketUpdated, customer: Customer, to: str) -> Notification | None:
     """The confirmation of a request the gateway kept while the help desk was away."""
+    ticket = event.ticket
+    if ticket is None:
+        return None
     greeting = f"Hello {customer.name}," if customer.name else "Hello,"
     return Notification(
-        # keyed by the write: one confirmation, however often its delivery is repeated
-        id=f"ticket_received:{write_id}",
+        # keyed by the delivery: one confirmation, however often its delivery is repeated
+        id=f"ticket_received:{event.event_id}",
         to=to,
         subject=f"We received your request #{ticket.id}",
         body=(
@@ -112,13 +115,16 @@ def notifications_for(event: DomainEvent, customer: Customer) -> list[Notificati
         return [_invoice_paid(event.invoice, customer, customer.email)]
     if isinstance(event, TicketUpdated) and event.answered:
         return [_ticket_answered(event, customer, customer.email)]
+    if isinstance(event, TicketUpdated) and event.received:
+        received = ticket_received(event, customer, customer.email)
+        return [received] if received else []
     return []
 
 
 def wants_notification(event: DomainEvent) -> bool:
     """Whether `notifications_for` may answer something (before looking up the customer)."""
     return (isinstance(event, InvoicePaid) and event.invoice is not None) or (
-        isinstance(event, TicketUpdated) and event.answered
+        isinstance(event, TicketUpdated) and (event.answered or event.received)
     )
 
 

@@ -95,6 +95,7 @@ def build_outbox(settings: Settings, runtime: EventRuntime, services: Services) 
     if runtime.worker is not None:
         runtime.worker.outbox = Deliverer(
             store,
+            runtime.bus,
             services.sources,
             services.cache,
             runtime.live,

@@ -174,7 +174,7 @@ class Worker:
         if isinstance(event, WriteQueued) and self.outbox is not None and event.write:
             # a write counts its own attempts; waiting for its turn is no attempt
             try:
-                outcome, delay = await self.outbox.deliver(event.write, self.send_once)
+                outcome, delay = await self.outbox.deliver(event.write)
             except Exception as error:  # the outbox state unreachable: later, not lost
                 log.warning("outbox delivery failed: %s", type(error).__name__, extra=extra)
                 outcome, delay = "retry", min(self.outbox.backoff(3), self.outbox.hold)
@@ -283,6 +283,7 @@ async def open_worker(settings: Settings, consumer: str | None = None) -> AsyncI
         cipher = settings.data_cipher()
         outbox = Deliverer(
             RedisOutboxStore(client, settings.cache_prefix, cipher),
+            bus,
             sources,
             build_entity_cache(settings, backend),
             # publishing only: the gateways' subscribers hear it through Redis

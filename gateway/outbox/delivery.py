@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -26,6 +25,7 @@ from gateway.cache.entity import EntityCache
 from gateway.domain import (
     Customer,
     DeliveryState,
+    DomainEvent,
     FileDeleted,
     QueuedWrite,
     Ticket,
@@ -33,8 +33,8 @@ from gateway.domain import (
     WriteKind,
 )
 from gateway.errors import GatewayError
+from gateway.events.bus import EventBus
 from gateway.events.live import LiveHub
-from gateway.events.notify import Notification, ticket_received
 from gateway.observability import OUTBOX_DEAD_LETTERS, OUTBOX_WRITES
 from gateway.outbox.store import OutboxStore
 from gateway.outbox.writes import (
@@ -62,6 +62,7 @@ class Deliverer:
     def __init__(
         self,
         store: OutboxStore,
+        bus: EventBus,
         sources: Sources,
         cache: EntityCache,
         live: LiveHub,
@@ -69,6 +70,7 @@ class Deliverer:
         owner: str,
     ) -> None:
         self.store = store
+        self.bus = bus
         self.sources = sources
         self.cache = cache
         self.live = live
@@ -90,9 +92,7 @@ class Deliverer:
         pause = random.uniform(0, min(self.settings.outbox_retry_max, ceiling))
         return max(pause, retry_after or 0.0)
 
-    async def deliver(
-        self, write: QueuedWrite, notify: Callable[[Notification], Awaitable[bool]]
-    ) -> tuple[Outcome, float]:
+    async def deliver(self, write: QueuedWrite) -> tuple[Outcome, float]:
         """Deliver the write if it is its turn; answers the outcome and, for "wait" and
         "retry", the seconds before the message should be handed back."""
         extra = {"write_id": write.id, "kind": write.kind.value}
@@ -120,16 +120,11 @@ class Deliverer:
         if earlier or not await self.store.lease(write.customer_id, self.owner, self.lease_ttl):
             return "wait", WAIT
         try:
-            return await self._deliver(current, notify, extra)
+            return await self._deliver(current, extra)
         finally:
             await self.store.unlease(write.customer_id, self.owner)
 
-    async def _deliver(
-        self,
-        write: QueuedWrite,
-        notify: Callable[[Notification], Awaitable[bool]],
-        extra: dict[str, str],
-    ) -> tuple[Outcome, float]:
+    async def _deliver(self, write: QueuedWrite, extra: dict[str, str]) -> tuple[Outcome, float]:
         attempts = write.attempts + 1
         try:
             answer = await send(write, self.sources)
@@ -159,59 +154,49 @@ class Deliverer:
         if pause:
             log.warning("outbox write sent; pausing before recording it", extra=extra)
             await asyncio.sleep(pause)
-        result_id = answer.id if isinstance(answer, Ticket) else None
+        # What must not be lost goes first (the confirmation, durably on the bus; the
+        # caches): a worker that dies before the record below repeats it all, the provider
+        # answers the same, the confirmation is sent once by its id.
+        now = datetime.now(UTC)
+        live: DomainEvent | None = None
+        if write.kind is WriteKind.CREATE_TICKET and isinstance(answer, Ticket):
+            ticket = msgspec.structs.replace(answer, delivery=write.delivery)
+            live = TicketUpdated(
+                event_id=f"delivered:{write.id}",
+                customer_id=write.customer_id,
+                occurred_at=now,
+                ticket=ticket,
+                requester_id=answer.requester_id,
+                ticket_id=answer.id,
+            )
+            await self.bus.publish(msgspec.structs.replace(live, received=True))
+            await ticket_created(self.cache, answer.requester_id)
+        elif write.kind is WriteKind.UPDATE_PROFILE and isinstance(answer, Customer):
+            await customer_written(self.cache, answer)
+        elif write.kind is WriteKind.DELETE_FILE and write.file is not None:
+            await file_deleted(self.cache, write.customer_id)
+            live = FileDeleted(
+                event_id=f"delivered:{write.id}",
+                customer_id=write.customer_id,
+                occurred_at=now,
+                file_id=write.file.id,
+            )
         done = msgspec.structs.replace(
             write,
             state=DeliveryState.DELIVERED,
             attempts=attempts,
-            delivered_at=datetime.now(UTC),
-            result_id=result_id,
+            delivered_at=now,
+            result_id=answer.id if isinstance(answer, Ticket) else None,
             reason=None,
         )
         await self.store.put(done)
         await customer_view_changed(self.cache, write.customer_id)
         OUTBOX_WRITES.labels(write.kind.value, "delivered").inc()
         log.info("outbox write delivered", extra={**extra, "attempts": attempts})
-        await self._settle(done, answer, notify)
+        if live is not None:  # after the record: a client that reads on it sees DELIVERED
+            await self.live.publish(live)
         await self.store.prune(write.customer_id, self.settings.outbox_keep_delivered)
         return "done", 0.0
-
-    async def _settle(
-        self,
-        write: QueuedWrite,
-        answer: Ticket | Customer | None,
-        notify: Callable[[Notification], Awaitable[bool]],
-    ) -> None:
-        """The gateway's copies follow the provider: caches, live subscriptions, the mail."""
-        now = datetime.now(UTC)
-        if write.kind is WriteKind.CREATE_TICKET and isinstance(answer, Ticket):
-            await ticket_created(self.cache, answer.requester_id)
-            ticket = msgspec.structs.replace(answer, delivery=write.delivery)
-            await self.live.publish(
-                TicketUpdated(
-                    event_id=f"delivered:{write.id}",
-                    customer_id=write.customer_id,
-                    occurred_at=now,
-                    ticket=ticket,
-                    requester_id=answer.requester_id,
-                    ticket_id=answer.id,
-                )
-            )
-            [customer] = await self.sources.crm.customers([write.customer_id])
-            if isinstance(customer, Customer) and customer.email:
-                await notify(ticket_received(ticket, customer, customer.email, write.id))
-        elif write.kind is WriteKind.UPDATE_PROFILE and isinstance(answer, Customer):
-            await customer_written(self.cache, answer)
-        elif write.kind is WriteKind.DELETE_FILE and write.file is not None:
-            await file_deleted(self.cache, write.customer_id)
-            await self.live.publish(
-                FileDeleted(
-                    event_id=f"delivered:{write.id}",
-                    customer_id=write.customer_id,
-                    occurred_at=now,
-                    file_id=write.file.id,
-                )
-            )
 
     async def _dead(self, write: QueuedWrite, reason: str, extra: dict[str, str]) -> Outcome:
         dead = msgspec.structs.replace(write, state=DeliveryState.FAILED, reason=reason)
