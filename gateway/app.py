@@ -30,7 +30,7 @@ from gateway.context import Services
 from gateway.cors import Cors
 from gateway.domain import FileUploaded
 from gateway.errors import BadUserInput, BodyTimeout, RequestRefused
-from gateway.events.runtime import EventRuntime
+from gateway.events.runtime import EventRuntime, build_outbox
 from gateway.graphql_http import GraphQLEndpoint, Receive, Scope, Send
 from gateway.graphql_ws import GraphQLWebSocket
 from gateway.persisted import PersistedDocuments, load_manifest, sha256
@@ -135,6 +135,7 @@ class Gateway:
         self.events = EventRuntime(settings, self.services.backend, self.services.sources.crm)
         self.services.live = self.events.live
         self.services.events = self.events.publisher
+        self.services.outbox = build_outbox(settings, self.events, self.services)
         self.subscriptions = GraphQLWebSocket(
             self.services,
             self.pipeline,

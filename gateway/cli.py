@@ -1,4 +1,4 @@
-"""`portal-gateway serve|worker|export-schema|token|check|forget`."""
+"""`portal-gateway serve|worker|outbox|export-schema|token|check|forget`."""
 
 from __future__ import annotations
 
@@ -128,6 +128,28 @@ def forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def outbox(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.outbox import admin
+
+    settings = _settings()
+    try:
+        if args.action == "list":
+            lines = admin.dead_letter_lines(asyncio.run(admin.list_dead(settings)))
+        elif args.action == "retry":
+            write = asyncio.run(admin.retry(settings, args.name))
+            lines = [f"queued again: {write.customer_id}/{write.id}"]
+        else:
+            write = asyncio.run(admin.drop(settings, args.name))
+            lines = [f"dropped: {write.customer_id}/{write.id} ({write.kind.value})"]
+    except admin.OutboxCommandFailed as error:
+        print(f"outbox: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="portal-gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reload", action="store_true")
     p.set_defaults(run=serve)
 
-    p = commands.add_parser("worker", help="consume the event queue: send notifications")
+    p = commands.add_parser(
+        "worker", help="consume the event queue: send notifications, deliver queued writes"
+    )
     p.set_defaults(run=worker)
 
     p = commands.add_parser("check", help="validate the configuration, call each provider once")
@@ -159,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--customer", required=True)
     p.set_defaults(run=forget)
+
+    p = commands.add_parser("outbox", help="list, retry or drop the outbox's dead letters")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every dead letter: CUSTOMER/WRITE, kind, reason")
+    for action, what in (("retry", "queue it again"), ("drop", "forget it")):
+        sub = actions.add_parser(action, help=f"{what}: CUSTOMER/WRITE as `list` prints it")
+        sub.add_argument("name")
+    p.set_defaults(run=outbox)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

@@ -44,6 +44,7 @@ class Services:
     cache: EntityCache
     live: LiveUpdates | None = None
     events: EventSink | None = None
+    outbox: Any = None  # gateway.outbox.Outbox when writes may be queued
 
 
 class Context:
@@ -58,6 +59,8 @@ class Context:
         self.request_id = request_id
         self.request = request
         self.stale: list[dict[str, Any]] = []
+        # the viewer's own outbox records, read once per request (gateway/outbox/view.py)
+        self.own_writes: Any = None
         self.touched_kinds: set[str] = set()
         # A customer's own answers are about that customer, whatever they loaded: erasing
         # the customer (gateway/loaders/erasure.py) drops them with its tag.

@@ -17,6 +17,7 @@ __all__ = [
     "Customer",
     "CustomerDeleted",
     "CustomerUpdated",
+    "DeliveryState",
     "DomainEvent",
     "FileDeleted",
     "FileQuery",
@@ -28,6 +29,7 @@ __all__ = [
     "InvoiceUpdated",
     "Page",
     "ProfileChanges",
+    "QueuedWrite",
     "StoredFile",
     "Subscription",
     "Ticket",
@@ -36,6 +38,9 @@ __all__ = [
     "TicketStatus",
     "TicketUpdated",
     "UploadForm",
+    "WriteDelivery",
+    "WriteKind",
+    "WriteQueued",
 ]
 
 T = TypeVar("T")
@@ -58,6 +63,24 @@ class TicketStatus(enum.Enum):
     CLOSED = "CLOSED"
 
 
+class DeliveryState(enum.Enum):
+    """Where a write the customer made stands (gateway/outbox/)."""
+
+    QUEUED = "QUEUED"  # accepted and stored; the provider has not taken it yet
+    DELIVERED = "DELIVERED"  # the provider has it
+    FAILED = "FAILED"  # the provider refused it, or it could not be delivered in time
+
+
+class WriteDelivery(msgspec.Struct, frozen=True):
+    """A write's state as the customer sees it; `reason` in plain words once FAILED."""
+
+    write_id: str
+    state: DeliveryState
+    accepted_at: datetime
+    delivered_at: datetime | None = None
+    reason: str | None = None
+
+
 class Customer(msgspec.Struct, frozen=True):
     """A customer as the CRM knows it; `id` is the CRM id."""
 
@@ -68,6 +91,8 @@ class Customer(msgspec.Struct, frozen=True):
     phone: str | None = None
     billing_id: str | None = None  # the same customer in billing (Stripe cus_..., etc.)
     helpdesk_id: str | None = None  # the same customer in the help desk (Zendesk user id)
+    # set only on the customer's own view while a profile change waits (or has failed)
+    delivery: WriteDelivery | None = None
 
 
 class Invoice(msgspec.Struct, frozen=True):
@@ -105,6 +130,8 @@ class Ticket(msgspec.Struct, frozen=True):
     description: str | None = None
     priority: str | None = None
     updated_at: datetime | None = None
+    # set on a ticket that waited in the outbox: provisional, delivered, or failed
+    delivery: WriteDelivery | None = None
 
 
 class StoredFile(msgspec.Struct, frozen=True):
@@ -170,6 +197,46 @@ class TicketDraft(msgspec.Struct, frozen=True):
     priority: str | None = None
 
 
+class WriteKind(enum.Enum):
+    CREATE_TICKET = "create_ticket"
+    UPDATE_PROFILE = "update_profile"
+    DELETE_FILE = "delete_file"
+
+
+class QueuedWrite(msgspec.Struct, frozen=True):
+    """A customer's write to a provider, kept in the outbox until delivered (one of
+    `draft`, `changes`, `file` is set, by `kind`)."""
+
+    id: str  # "w" + random hex: what a provisional ticket's id is made of
+    kind: WriteKind
+    customer_id: str  # CRM id
+    seq: int  # per customer: writes are delivered in this order
+    accepted_at: datetime
+    idempotency_key: str  # the same key on every attempt, the first (synchronous) one included
+    state: DeliveryState = DeliveryState.QUEUED
+    reason: str | None = None
+    attempts: int = 0
+    retried_at: datetime | None = None  # an operator's retry: the age limit counts from here
+    not_before: datetime | None = None  # the next delivery waits till then (backoff, Retry-After)
+    delivered_at: datetime | None = None
+    result_id: str | None = None  # the provider's id of what was created (a ticket)
+    requester_id: str | None = None
+    draft: TicketDraft | None = None
+    client_mutation_id: str | None = None
+    changes: ProfileChanges | None = None
+    file: StoredFile | None = None
+
+    @property
+    def delivery(self) -> WriteDelivery:
+        return WriteDelivery(
+            write_id=self.id,
+            state=self.state,
+            accepted_at=self.accepted_at,
+            delivered_at=self.delivered_at,
+            reason=self.reason,
+        )
+
+
 class UploadForm(msgspec.Struct, frozen=True):
     """A presigned form the browser posts a file to."""
 
@@ -221,6 +288,9 @@ class TicketUpdated(DomainEvent, frozen=True):
     requester_id: str | None = None
     ticket_id: str | None = None
     answered: bool = False  # an agent's public reply: the requester is notified
+    # a ticket the gateway kept while the help desk was away, now delivered: the requester
+    # is told it arrived
+    received: bool = False
 
 
 class FileUploaded(DomainEvent, frozen=True):
@@ -229,3 +299,9 @@ class FileUploaded(DomainEvent, frozen=True):
 
 class FileDeleted(DomainEvent, frozen=True):
     file_id: str = ""
+
+
+class WriteQueued(DomainEvent, frozen=True):
+    """A customer's write waiting for its provider: the worker delivers it."""
+
+    write: QueuedWrite | None = None

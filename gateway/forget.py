@@ -2,8 +2,9 @@
 
 The same erasure a HubSpot deletion webhook runs (gateway/loaders/erasure.py) over the
 shared Redis: entities, stale copies, links, whole responses, idempotency records; then
-the customer's messages on the durable queue, and a CustomerDeleted on the live channel
-that ends the customer's subscriptions on every running replica.
+the customer's messages on the durable queue and writes in the outbox, and a
+CustomerDeleted on the live channel that ends the customer's subscriptions on every
+running replica.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from gateway.domain import CustomerDeleted
 from gateway.events.live import RedisLiveHub
 from gateway.events.runtime import build_bus, redis_client
 from gateway.loaders.erasure import erase_customer
+from gateway.outbox.store import RedisOutboxStore
 from gateway.settings import Settings
 from gateway.sources.registry import build_sources
 
@@ -47,6 +49,8 @@ async def forget_customer(settings: Settings, customer_id: str) -> dict[str, int
             removed["queued events"] = await bus.erase_customer(customer_id)
         finally:
             await bus.aclose()
+        store = RedisOutboxStore(client, settings.cache_prefix, settings.data_cipher())
+        removed["outbox writes"] = await store.erase(customer_id)
         live = RedisLiveHub(client, f"{settings.cache_prefix}live", settings.data_cipher())
         event = CustomerDeleted(f"forget:{uuid.uuid4().hex}", customer_id, datetime.now(UTC))
         removed["replicas told to end live subscriptions"] = await live.tell_replicas(event)

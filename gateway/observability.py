@@ -29,6 +29,8 @@ __all__ = [
     "EVENTS_LAG",
     "EVENTS_PUBLISHED",
     "OAUTH_GRANT_USABLE",
+    "OUTBOX_DEAD_LETTERS",
+    "OUTBOX_WRITES",
     "RATE_LIMITED_TOTAL",
     "REQUESTS",
     "REQUEST_SECONDS",
@@ -88,6 +90,16 @@ OAUTH_GRANT_USABLE = Gauge(
     "1 while the provider's OAuth grant yields access tokens, 0 once it is missing, revoked, "
     "rejected or unreadable (a person must reconnect the app)",
     ["source"],
+)
+OUTBOX_WRITES = Counter(
+    "gateway_outbox_writes_total",
+    "Provider writes by kind and outcome: direct (sent at once), queued (kept for the "
+    "worker), delivered (by the worker), dead (dead-lettered), retried (by an operator)",
+    ["kind", "outcome"],
+)
+OUTBOX_DEAD_LETTERS = Gauge(
+    "gateway_outbox_dead_letters",
+    "Writes in the outbox's dead-letter list, waiting for an operator (portal-gateway outbox)",
 )
 EVENTS_LAG = Gauge(
     "gateway_events_lag_seconds",

@@ -221,6 +221,19 @@ class Settings(BaseSettings):
     events_max_attempts: int = Field(5, ge=1)
     # `portal-gateway worker` serves /metrics here (0: not at all)
     worker_metrics_port: int = Field(9102, ge=0, le=65535)
+    # the outbox of provider writes (docs/design.md "The outbox"): on/off; deliveries of one
+    # write before it is dead-lettered; its age past which it is; the pause between
+    # deliveries (full-jitter exponential from base to max); how long a delivered write's
+    # record (a provisional ticket id's mapping) is kept
+    outbox: Literal["on", "off"] = "on"
+    outbox_max_attempts: int = Field(50, ge=1)
+    outbox_max_age: float = Field(86_400.0, gt=0)
+    outbox_retry_base: float = Field(1.0, gt=0)
+    outbox_retry_max: float = Field(30.0, gt=0)
+    outbox_keep_delivered: int = Field(86_400, ge=60)
+    # tests only (refused in production): the worker waits this long between the provider's
+    # answer and recording it, so a test can kill it there
+    outbox_pause_after_send: float = Field(0.0, ge=0)
 
     webhook_tolerance: int = 300
     public_base_url: str | None = None
@@ -386,6 +399,8 @@ class Settings(BaseSettings):
                 "DATA_ENCRYPTION_KEYS is unset: customer data in Redis and the event queue "
                 "would be stored unencrypted; " + GENERATE_KEY_HINT
             )
+        if self.outbox_pause_after_send:
+            problems.append("OUTBOX_PAUSE_AFTER_SEND is a test setting: unset it")
         if self.persisted_queries == "only" and self.persisted_queries_manifest is None:
             problems.append("PERSISTED_QUERIES=only needs PERSISTED_QUERIES_MANIFEST")
         if self.gateway_introspection is None:

@@ -78,6 +78,7 @@ def test_the_alerts_cover_the_integration_failures() -> None:
     assert 'outcome="invalid_signature"' in exprs["GatewayWebhookSignatureFailures"]
     assert "gateway_cache_errors_total" in exprs["GatewayCacheDegraded"]
     assert EVENTS_LAG in exprs["GatewayEventQueueLag"]
+    assert "gateway_outbox_dead_letters" in exprs["GatewayOutboxDeadLetters"]
 
 
 def test_alerts_use_only_metrics_the_gateway_exports() -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 import redis
 
 from gateway.cli import main
+from gateway.domain import QueuedWrite, TicketDraft, WriteKind
+from gateway.outbox import new_write_id
 from tests.conftest import DATA_KEY, GatewayServer
 from tests.events.clients import INVOICE_UPDATED, GraphQLSocket
 from tests.test_data_at_rest import PORTAL_HOME, STAFF_PAGE, everything_stored, ok, unlink
@@ -38,6 +41,18 @@ async def test_forget_erases_the_customer_and_says_what_it_removed(
         monkeypatch.setenv(variable, value)
     store = redis.Redis.from_url(redis_url)
     try:
+        # a ticket Grace wrote while the help desk was down, kept in the outbox
+        kept = QueuedWrite(
+            id=new_write_id(),
+            kind=WriteKind.CREATE_TICKET,
+            customer_id="1002",
+            seq=0,
+            accepted_at=datetime.now(UTC),
+            idempotency_key="createTicket:1002:m-1",
+            requester_id="900002",
+            draft=TicketDraft(subject="Lost card", description="Please block it"),
+        )
+        gateway.server.call(gateway.gateway.services.outbox.queue(kept, None))
         async with GraphQLSocket.open(gateway.url, gateway.token("1002")) as grace:
             await grace.subscribe("inv", INVOICE_UPDATED)
             ok(gateway.query(PORTAL_HOME, token=gateway.token("1002")))
@@ -56,6 +71,8 @@ async def test_forget_erases_the_customer_and_says_what_it_removed(
             assert removed["links"] == 4  # billing and help desk by email, fresh and stale
             assert removed["response pages"] == 2  # Grace's home and the staff page
             assert removed["replicas told to end live subscriptions"] == 1
+            assert removed["outbox writes"] == 1
+            assert removed["queued events"] == 1  # the kept write's message
             assert await grace.receive() == {"type": "complete", "id": "inv"}
 
         keys = [key for key, _value in everything_stored(store, cache_prefix)]

@@ -17,6 +17,7 @@ from gateway.domain import (
     InvoicePaid,
     InvoiceUpdated,
     TicketUpdated,
+    WriteQueued,
 )
 from gateway.encryption import DataCipher, Undecryptable
 from gateway.observability import CACHE_UNDECRYPTABLE, labelled
@@ -42,6 +43,7 @@ AnyEvent = (
     | TicketUpdated
     | FileUploaded
     | FileDeleted
+    | WriteQueued
 )
 EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     InvoicePaid,
@@ -51,6 +53,7 @@ EVENT_TYPES: tuple[type[DomainEvent], ...] = (
     TicketUpdated,
     FileUploaded,
     FileDeleted,
+    WriteQueued,
 )
 
 _encoder = msgspec.json.Encoder()

@@ -30,6 +30,7 @@ __all__ = [
     "build_notifier",
     "format_money",
     "notifications_for",
+    "ticket_received",
     "wants_notification",
 ]
 
@@ -88,6 +89,24 @@ def _ticket_answered(event: TicketUpdated, customer: Customer, to: str) -> Notif
     )
 
 
+def ticket_received(event: TicketUpdated, customer: Customer, to: str) -> Notification | None:
+    """The confirmation of a request the gateway kept while the help desk was away."""
+    ticket = event.ticket
+    if ticket is None:
+        return None
+    greeting = f"Hello {customer.name}," if customer.name else "Hello,"
+    return Notification(
+        # keyed by the delivery: one confirmation, however often its delivery is repeated
+        id=f"ticket_received:{event.event_id}",
+        to=to,
+        subject=f"We received your request #{ticket.id}",
+        body=(
+            f"{greeting}\n\nyour request “{ticket.subject}” reached our support team as "
+            f"#{ticket.id}. We will reply as soon as we can.\n"
+        ),
+    )
+
+
 def notifications_for(event: DomainEvent, customer: Customer) -> list[Notification]:
     """What the customer is told about this event (nothing for most events)."""
     if not customer.email:
@@ -96,13 +115,16 @@ def notifications_for(event: DomainEvent, customer: Customer) -> list[Notificati
         return [_invoice_paid(event.invoice, customer, customer.email)]
     if isinstance(event, TicketUpdated) and event.answered:
         return [_ticket_answered(event, customer, customer.email)]
+    if isinstance(event, TicketUpdated) and event.received:
+        received = ticket_received(event, customer, customer.email)
+        return [received] if received else []
     return []
 
 
 def wants_notification(event: DomainEvent) -> bool:
     """Whether `notifications_for` may answer something (before looking up the customer)."""
     return (isinstance(event, InvoicePaid) and event.invoice is not None) or (
-        isinstance(event, TicketUpdated) and event.answered
+        isinstance(event, TicketUpdated) and (event.answered or event.received)
     )
 
 

@@ -9,16 +9,20 @@ import logging
 import redis.asyncio
 
 from gateway.cache.base import CacheBackend
+from gateway.context import Services
 from gateway.events.bus import EventBus
 from gateway.events.live import LiveHub, RedisLiveHub
 from gateway.events.memory import MemoryBus
 from gateway.events.notify import build_notifier
 from gateway.events.publisher import EventPublisher
 from gateway.events.worker import Worker
+from gateway.outbox import Outbox
+from gateway.outbox.delivery import Deliverer
+from gateway.outbox.store import MemoryOutboxStore, OutboxStore, RedisOutboxStore
 from gateway.settings import Settings
 from gateway.sources.base import CrmSource
 
-__all__ = ["EventRuntime", "build_bus", "redis_client"]
+__all__ = ["EventRuntime", "build_bus", "build_outbox", "redis_client"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,36 @@ def build_bus(settings: Settings, client: redis.asyncio.Redis | None) -> EventBu
             settings.rabbitmq_url, queue=settings.rabbitmq_queue, cipher=settings.data_cipher()
         )
     return MemoryBus(redelivery_timeout=timeout)
+
+
+def build_outbox(settings: Settings, runtime: EventRuntime, services: Services) -> Outbox | None:
+    """The outbox of provider writes, on the runtime's bus; its state in Redis (REDIS_URL),
+    or in this process with the memory bus. None when OUTBOX=off, or with SQS or RabbitMQ
+    but no Redis to share the state in: writes then fail while their provider is away."""
+    if settings.outbox == "off":
+        return None
+    store: OutboxStore
+    if runtime.client is not None:
+        store = RedisOutboxStore(runtime.client, settings.cache_prefix, settings.data_cipher())
+    elif isinstance(runtime.bus, MemoryBus):
+        store = MemoryOutboxStore()
+    else:
+        log.warning(
+            "outbox off: EVENTS_BACKEND=%s needs REDIS_URL for the outbox's state",
+            runtime.bus.name,
+        )
+        return None
+    if runtime.worker is not None:
+        runtime.worker.outbox = Deliverer(
+            store,
+            runtime.bus,
+            services.sources,
+            services.cache,
+            runtime.live,
+            settings,
+            owner=runtime.worker.consumer,
+        )
+    return Outbox(store, runtime.bus, services.cache)
 
 
 class EventRuntime:

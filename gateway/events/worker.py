@@ -19,19 +19,20 @@ import random
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from prometheus_client import start_http_server
 
 from gateway.cache.base import CacheBackend
-from gateway.domain import Customer, CustomerDeleted, DomainEvent
+from gateway.domain import Customer, CustomerDeleted, DomainEvent, WriteQueued
 from gateway.events.bus import Delivery, EventBus
 from gateway.events.notify import Notification, Notifier, notifications_for, wants_notification
-from gateway.observability import EVENTS_LAG
+from gateway.observability import EVENTS_LAG, OUTBOX_DEAD_LETTERS
+from gateway.outbox.delivery import Deliverer
 from gateway.settings import Settings
 from gateway.sources.base import CrmSource
 
-__all__ = ["NotificationBusy", "Worker", "run_worker"]
+__all__ = ["NotificationBusy", "Worker", "open_worker", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Worker:
         retry_max: float = 5.0,
         consumer: str | None = None,
         batch: int = 10,
+        outbox: Deliverer | None = None,
     ) -> None:
         self.bus = bus
         self.notifier = notifier
@@ -71,6 +73,9 @@ class Worker:
         self.retry_max = retry_max
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.batch = batch
+        self.outbox = outbox
+        # writes handed back to the bus after a pause (gateway/outbox/delivery.py)
+        self._later: dict[str, asyncio.Task[None]] = {}
 
     async def report_lag(self, stop: asyncio.Event, every: float = 15.0) -> None:
         """Keep gateway_events_lag_seconds{backend} current until `stop` is set."""
@@ -83,6 +88,11 @@ class Worker:
             else:
                 if age is not None:
                     gauge.set(round(age, 3))
+            if self.outbox is not None:
+                try:
+                    OUTBOX_DEAD_LETTERS.set(await self.outbox.store.dead_count())
+                except Exception as error:
+                    log.debug("outbox dead letters uncounted: %s", type(error).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
@@ -125,6 +135,27 @@ class Worker:
         finally:
             stopping.cancel()
             lag.cancel()
+            await self._release_waiting()
+
+    def _release_later(self, delivery: Delivery, delay: float) -> None:
+        """Hand the delivery back to the bus after `delay` seconds, without holding up the
+        messages behind it."""
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._later.pop(delivery.message_id, None)
+                await self._release_all([delivery])
+
+        self._later[delivery.message_id] = asyncio.create_task(later())
+
+    async def _release_waiting(self) -> None:
+        """On the way out: every write waiting for its pause goes back to the bus now."""
+        waiting = list(self._later.values())
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
 
     async def _release_all(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:
@@ -140,6 +171,18 @@ class Worker:
         """Handle one delivery; answers "done", "released" or "dead"."""
         event = delivery.event
         extra = {"event_id": event.event_id, "event_type": type(event).__name__}
+        if isinstance(event, WriteQueued) and self.outbox is not None and event.write:
+            # a write counts its own attempts; waiting for its turn is no attempt
+            try:
+                outcome, delay = await self.outbox.deliver(event.write)
+            except Exception as error:  # the outbox state unreachable: later, not lost
+                log.warning("outbox delivery failed: %s", type(error).__name__, extra=extra)
+                outcome, delay = "retry", min(self.outbox.backoff(3), self.outbox.hold)
+            if outcome in ("done", "dead"):
+                await self.bus.ack(delivery)
+                return outcome
+            self._release_later(delivery, delay)
+            return "released"
         if delivery.attempt > self.max_attempts:
             reason = f"delivered {delivery.attempt} times without being completed"
             await self.bus.dead_letter(delivery, reason)
@@ -177,8 +220,13 @@ class Worker:
         if isinstance(event, CustomerDeleted) and event.customer_id:
             # the gateway erased the cache when it took the event in; the queue is ours
             erased = await self.bus.erase_customer(event.customer_id)
+            if self.outbox is not None:
+                erased += await self.outbox.store.erase(event.customer_id)
             log.info("erased customer's queued events", extra={"erased": erased})
             return
+        if isinstance(event, WriteQueued):
+            # no outbox store here (REDIS_URL unset): an operator must see it, not lose it
+            raise RuntimeError("a queued write needs the outbox store (REDIS_URL)")
         if event.customer_id is None or not wants_notification(event):
             return
         [found] = await self.crm.customers([event.customer_id])
@@ -212,10 +260,15 @@ class Worker:
         return True
 
 
-async def _serve(settings: Settings) -> None:
-    from gateway.cache import build_cache_backend
+@contextlib.asynccontextmanager
+async def open_worker(settings: Settings, consumer: str | None = None) -> AsyncIterator[Worker]:
+    """The worker `settings` describe, with its bus, notifier, adapters and (with REDIS_URL)
+    the outbox's delivery; all closed when the block ends."""
+    from gateway.cache import build_cache_backend, build_entity_cache
+    from gateway.events.live import RedisLiveHub
     from gateway.events.notify import build_notifier
     from gateway.events.runtime import build_bus, redis_client
+    from gateway.outbox.store import RedisOutboxStore
     from gateway.sources.registry import build_sources
 
     client = redis_client(settings.redis_url) if settings.redis_url else None
@@ -224,6 +277,20 @@ async def _serve(settings: Settings) -> None:
     sources = build_sources(settings, redis_for_sources)
     bus = build_bus(settings, client)
     notifier = build_notifier(settings)
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    outbox = None
+    if client is not None and settings.outbox == "on":
+        cipher = settings.data_cipher()
+        outbox = Deliverer(
+            RedisOutboxStore(client, settings.cache_prefix, cipher),
+            bus,
+            sources,
+            build_entity_cache(settings, backend),
+            # publishing only: the gateways' subscribers hear it through Redis
+            RedisLiveHub(client, f"{settings.cache_prefix}live", cipher),
+            settings,
+            owner=consumer,
+        )
     worker = Worker(
         bus,
         notifier,
@@ -234,7 +301,21 @@ async def _serve(settings: Settings) -> None:
         claim_ttl=settings.events_redelivery_timeout,
         retry_base=settings.retry_base_delay,
         retry_max=settings.retry_max_delay,
+        consumer=consumer,
+        outbox=outbox,
     )
+    try:
+        yield worker
+    finally:
+        await bus.aclose()
+        await notifier.aclose()
+        await sources.aclose()
+        await backend.aclose()
+        if client is not None:
+            await client.aclose()
+
+
+async def _serve(settings: Settings) -> None:
     if settings.worker_metrics_port:
         # the worker's own metrics (gateway_events_lag_seconds, its upstream calls)
         try:
@@ -247,19 +328,17 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info(
-        "worker consuming",
-        extra={"bus": bus.name, "notify": notifier.name, "consumer": worker.consumer},
-    )
-    try:
+    async with open_worker(settings) as worker:
+        log.info(
+            "worker consuming",
+            extra={
+                "bus": worker.bus.name,
+                "notify": worker.notifier.name,
+                "consumer": worker.consumer,
+                "outbox": worker.outbox is not None,
+            },
+        )
         await worker.run(stop)
-    finally:
-        await bus.aclose()
-        await notifier.aclose()
-        await sources.aclose()
-        await backend.aclose()
-        if client is not None:
-            await client.aclose()
 
 
 def run_worker(settings: Settings) -> int:

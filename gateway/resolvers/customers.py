@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from gateway.cache.codec import Codec
 from gateway.context import Context
-from gateway.domain import Customer, ProfileChanges
-from gateway.errors import BadUserInput, NotFound
+from gateway.domain import Customer, ProfileChanges, QueuedWrite, WriteKind
+from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
+from gateway.outbox import Outbox, new_write_id
+from gateway.outbox.view import own_writes, with_profile
+from gateway.outbox.writes import customer_written
 from gateway.resolvers.access import (
     check_owner,
     require_customer,
@@ -22,7 +25,6 @@ __all__ = ["customer", "customers", "me", "owner_of", "update_profile"]
 
 MAX_IDS = 100
 _PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{5,24}$")
-_customer_codec = Codec[Customer](Customer)
 
 
 async def me(ctx: Context, path: list[Any]) -> Customer | None:
@@ -30,7 +32,7 @@ async def me(ctx: Context, path: list[Any]) -> Customer | None:
     if viewer.customer_id is None:
         return None
     result: Customer | None = await ctx.load(ctx.loaders.customer, viewer.customer_id, path)
-    return result
+    return await _as_written(ctx, result)
 
 
 async def customer(ctx: Context, id: str, path: list[Any]) -> Customer | None:
@@ -38,7 +40,15 @@ async def customer(ctx: Context, id: str, path: list[Any]) -> Customer | None:
     result: Customer | None = await ctx.load(ctx.loaders.customer, id, path)
     if result is None:
         raise NotFound()
-    return result
+    return await _as_written(ctx, result)
+
+
+async def _as_written(ctx: Context, found: Customer | None) -> Customer | None:
+    """The customer's own view shows the profile changes still waiting in the outbox."""
+    if found is None or ctx.services.outbox is None:
+        return found
+    writes = await own_writes(ctx, found.id)
+    return with_profile(found, writes) if writes else found
 
 
 async def customers(ctx: Context, ids: Sequence[str]) -> list[Customer | None]:
@@ -86,14 +96,34 @@ def validate_profile(changes: ProfileChanges) -> ProfileChanges:
 
 
 async def update_profile(ctx: Context, changes: ProfileChanges) -> Customer:
+    """Write the profile, or keep the change in the outbox while the CRM is unavailable: the
+    customer then reads the changed values at once (`delivery` QUEUED)."""
     customer_id = require_customer(ctx)
     valid = validate_profile(changes)
-    updated = await ctx.services.sources.crm.update_profile(customer_id, valid)
-    # every cached page holding this customer goes; then write-through, so the next read
-    # sees the new value at once instead of after the TTL
-    await ctx.services.cache.drop_tags([f"customer:{customer_id}"])
-    await ctx.services.cache.put(
-        "crm", "customer", customer_id, updated, _customer_codec, tags=[f"customer:{customer_id}"]
-    )
+    outbox: Outbox | None = ctx.services.outbox
+    if outbox is None:
+        updated = await ctx.services.sources.crm.update_profile(customer_id, valid)
+    else:
+        write = QueuedWrite(
+            id=new_write_id(),
+            kind=WriteKind.UPDATE_PROFILE,
+            customer_id=customer_id,
+            seq=0,
+            accepted_at=datetime.now(UTC),
+            idempotency_key=f"updateProfile:{customer_id}:{new_write_id()}",
+            changes=valid,
+        )
+        done, answer = await outbox.submit(write, ctx.services.sources)
+        if not isinstance(answer, Customer):
+            ctx.own_writes = None  # read again: the change just queued is among them
+            try:
+                current = await me(ctx, [])
+            except IntegrationUnavailable:  # the CRM is away for reads too: what is known
+                current = with_profile(Customer(id=customer_id), [done])
+            if current is None:
+                raise NotFound()
+            return current
+        updated = answer
+    await customer_written(ctx.services.cache, updated)
     ctx.loaders.customer.clear(customer_id).prime(customer_id, updated)
     return updated

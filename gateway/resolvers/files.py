@@ -7,9 +7,25 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from gateway.context import Context
-from gateway.domain import Customer, FileDeleted, FileQuery, Page, StoredFile, UploadForm
+from gateway.domain import (
+    Customer,
+    DeliveryState,
+    FileDeleted,
+    FileQuery,
+    Page,
+    QueuedWrite,
+    StoredFile,
+    UploadForm,
+    WriteDelivery,
+    WriteKind,
+)
 from gateway.errors import BadUserInput, NotFound
+from gateway.outbox import Outbox, new_write_id
+from gateway.outbox.view import deleting, own_writes
+from gateway.outbox.writes import file_deleted
 from gateway.resolvers.access import check_owner, check_page_args, require_customer, require_viewer
 
 __all__ = [
@@ -30,7 +46,18 @@ async def customer_files(
     check_page_args(first, after)
     query = FileQuery(customer_id=customer.id, first=first, after=after)
     page: Page[StoredFile] = await ctx.load(ctx.loaders.file_page, query, path)
-    return page
+    hidden = deleting(await own_writes(ctx, customer.id))
+    if not hidden or not any(f.id in hidden for f in page.items):
+        return page
+    kept = [i for i, f in enumerate(page.items) if f.id not in hidden]
+    return Page(
+        items=[page.items[i] for i in kept],
+        next_cursor=page.next_cursor,
+        total_count=None
+        if page.total_count is None
+        else page.total_count - (len(page.items) - len(kept)),
+        cursors=None if page.cursors is None else [page.cursors[i] for i in kept],
+    )
 
 
 def prefetch_page(ctx: Context, customer_id: str, first: int | None, after: Any) -> None:
@@ -55,6 +82,8 @@ async def file(ctx: Context, id: str, path: list[Any]) -> StoredFile:
     if found is None:
         raise NotFound()
     check_owner(ctx, found.customer_id)
+    if found.id in deleting(await own_writes(ctx, found.customer_id)):
+        raise NotFound()  # its deletion waits in the outbox: gone, as the customer sees it
     return found
 
 
@@ -81,14 +110,33 @@ async def request_file_upload(ctx: Context, name: str, content_type: str, size: 
     return await ctx.services.sources.files.request_upload(customer_id, name, content_type, size)
 
 
-async def delete_file(ctx: Context, id: str) -> str:
+async def delete_file(ctx: Context, id: str) -> tuple[str, WriteDelivery]:
+    """Delete the file, or hide it and keep its deletion in the outbox while the store is
+    unavailable (QUEUED)."""
     customer_id = require_customer(ctx)
     found = await file(ctx, id, [])
     if found.customer_id != customer_id:
         raise NotFound()
-    await ctx.services.sources.files.delete(found)
-    await ctx.services.cache.drop_tags([f"files:{customer_id}"])
+    now = datetime.now(UTC)
+    write = QueuedWrite(
+        id=new_write_id(),
+        kind=WriteKind.DELETE_FILE,
+        customer_id=customer_id,
+        seq=0,
+        accepted_at=now,
+        idempotency_key=f"deleteFile:{customer_id}:{found.id}",
+        file=found,
+    )
+    outbox: Outbox | None = ctx.services.outbox
+    if outbox is None:
+        await ctx.services.sources.files.delete(found)
+        done = msgspec.structs.replace(write, state=DeliveryState.DELIVERED, delivered_at=now)
+    else:
+        done, _ = await outbox.submit(write, ctx.services.sources)
     ctx.loaders.file.clear(id)
+    if done.state is DeliveryState.QUEUED:
+        return found.id, done.delivery
+    await file_deleted(ctx.services.cache, customer_id)
     events = ctx.services.events
     if events is not None:
         deleted = FileDeleted(
@@ -101,4 +149,4 @@ async def delete_file(ctx: Context, id: str) -> str:
             await events.publish(deleted)
         except Exception:  # the file is gone either way; a lost event must not fail the call
             log.exception("FileDeleted not published", extra={"file_id": found.id})
-    return found.id
+    return found.id, done.delivery

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from gateway.cache.entity import EntityCache
 from gateway.cache.idempotency import IdempotencyStore
 from gateway.context import Context
-from gateway.domain import Customer, Page, Ticket, TicketDraft, TicketQuery, TicketStatus
-from gateway.errors import BadUserInput, NotFound
+from gateway.domain import (
+    Customer,
+    DeliveryState,
+    Page,
+    QueuedWrite,
+    Ticket,
+    TicketDraft,
+    TicketQuery,
+    TicketStatus,
+    WriteDelivery,
+    WriteKind,
+)
+from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
+from gateway.outbox import Outbox, new_write_id
+from gateway.outbox.view import (
+    PROVISIONAL,
+    own_writes,
+    pending_tickets,
+    provisional_ticket,
+    with_deliveries,
+)
+from gateway.outbox.writes import ticket_created
 from gateway.resolvers.access import check_page_args, require_customer, require_viewer
 from gateway.resolvers.customers import owner_of
 from gateway.resolvers.links import helpdesk_id_of
@@ -36,20 +56,42 @@ async def customer_tickets(
         return EMPTY_PAGE
     query = TicketQuery(requester_id=requester_id, first=first, after=after, status=status)
     loaders = ctx.loaders
-    return await counted_page(
-        ctx,
-        query,
-        path,
-        own=loaders.ticket_page,
-        indexed=loaders.ticket_page_indexed,
-        count=loaders.ticket_count,
-        with_total=with_total,
-        pages_carry_totals=ctx.services.sources.helpdesk.pages_carry_totals,
-    )
+    writes = await own_writes(ctx, customer.id)
+    pending = pending_tickets(writes, status) if after is None else []
+    try:
+        page = await counted_page(
+            ctx,
+            query,
+            path,
+            own=loaders.ticket_page,
+            indexed=loaders.ticket_page_indexed,
+            count=loaders.ticket_count,
+            with_total=with_total,
+            pages_carry_totals=ctx.services.sources.helpdesk.pages_carry_totals,
+        )
+    except IntegrationUnavailable:
+        if not pending:
+            raise
+        # the help desk is away: what the customer wrote meanwhile is still theirs to see;
+        # the answer says the provider's part is missing (and is never cached)
+        source = ctx.services.sources.helpdesk.name
+        ctx.stale.append({"path": path, "source": source, "age": None})
+        return Page(items=pending, next_cursor=None, total_count=None)
+    if not writes:
+        return page
+    items = pending + with_deliveries(page.items, writes)
+    total = None if page.total_count is None else page.total_count + len(pending)
+    cursors = [page.cursors[0]] * len(pending) + page.cursors if page.cursors else None
+    return Page(items=items, next_cursor=page.next_cursor, total_count=total, cursors=cursors)
 
 
 async def ticket(ctx: Context, id: str, path: list[Any]) -> Ticket:
     viewer = require_viewer(ctx)
+    if id.startswith(PROVISIONAL):
+        provisional = await _own_ticket(ctx, id)
+        if provisional is None:
+            raise NotFound()
+        return provisional
     found: Ticket | None = await ctx.load(ctx.loaders.ticket, id, path)
     if found is None:
         raise NotFound()
@@ -80,40 +122,86 @@ def validate_draft(subject: str, description: str, priority: str | None) -> Tick
     )
 
 
-async def create_ticket(ctx: Context, draft: TicketDraft, client_mutation_id: str | None) -> Ticket:
-    """Create a ticket as the signed-in customer; a retry with the same clientMutationId
-    answers the first ticket and creates nothing."""
+async def create_ticket(
+    ctx: Context, draft: TicketDraft, client_mutation_id: str | None
+) -> tuple[Ticket, WriteDelivery]:
+    """Create a ticket as the signed-in customer, or keep it in the outbox while the help
+    desk is unavailable (a provisional ticket, QUEUED); a retry with the same
+    clientMutationId answers the first ticket and creates nothing."""
     customer_id = require_customer(ctx)
+    if client_mutation_id and len(client_mutation_id) > 200:
+        raise BadUserInput(
+            "clientMutationId is longer than 200 characters", field="clientMutationId"
+        )
     customer: Customer | None = await ctx.loaders.customer.load(customer_id)
     requester_id = await helpdesk_id_of(ctx, customer) if customer else None
     if requester_id is None:
         raise NotFound("no help-desk account for this customer")
-    helpdesk = ctx.services.sources.helpdesk
-    cache: EntityCache = ctx.services.cache
+    write_id = new_write_id()
+    key = (
+        f"createTicket:{customer_id}:{client_mutation_id}"
+        if client_mutation_id
+        else f"createTicket:{customer_id}:{write_id}"
+    )
+    write = QueuedWrite(
+        id=write_id,
+        kind=WriteKind.CREATE_TICKET,
+        customer_id=customer_id,
+        seq=0,
+        accepted_at=datetime.now(UTC),
+        idempotency_key=key,
+        requester_id=requester_id,
+        draft=draft,
+        client_mutation_id=client_mutation_id,
+    )
 
-    async def create(key: str | None) -> Ticket:
-        created = await helpdesk.create_ticket(requester_id, draft, key)
-        await cache.drop_tags([f"helpdesk:{requester_id}"])
-        await cache.note_changes([f"helpdesk:{requester_id}"])
-        return created
+    async def create() -> bytes:
+        outbox: Outbox | None = ctx.services.outbox
+        if outbox is None:
+            created = await ctx.services.sources.helpdesk.create_ticket(requester_id, draft, key)
+            await ticket_created(ctx.services.cache, requester_id)
+            return created.id.encode()
+        done, answer = await outbox.submit(write, ctx.services.sources)
+        ctx.own_writes = None  # read again: the write just kept is among them
+        if isinstance(answer, Ticket):
+            await ticket_created(ctx.services.cache, requester_id)
+            return answer.id.encode()
+        return (PROVISIONAL + done.id).encode()
 
     if not client_mutation_id:
-        return await create(None)
-    if len(client_mutation_id) > 200:
-        raise BadUserInput(
-            "clientMutationId is longer than 200 characters", field="clientMutationId"
-        )
-    key = f"createTicket:{customer_id}:{client_mutation_id}"
-    store = IdempotencyStore(ctx.services.backend, ctx.settings.cache_prefix)
-
-    async def create_once() -> bytes:
-        return (await create(key)).id.encode()
-
-    # tagged with the customer's erasure tag, not `customer:`: a profile change must not
-    # forget which tickets a retry already created
-    owner = [f"owner:{customer_id}"]
-    ticket_id = (await store.run_once(key, create_once, tags=owner)).decode()
-    found: Ticket | None = await ctx.loaders.ticket.load(ticket_id)
+        ticket_id = (await create()).decode()
+    else:
+        store = IdempotencyStore(ctx.services.backend, ctx.settings.cache_prefix)
+        # tagged with the customer's erasure tag, not `customer:`: a profile change must not
+        # forget which tickets a retry already created
+        owner = [f"owner:{customer_id}"]
+        ticket_id = (await store.run_once(key, create, tags=owner)).decode()
+    found = await _own_ticket(ctx, ticket_id)
     if found is None:
         raise NotFound()
-    return found
+    delivery = found.delivery or WriteDelivery(
+        write_id=write_id,
+        state=DeliveryState.DELIVERED,
+        accepted_at=write.accepted_at,
+        delivered_at=write.accepted_at,
+    )
+    return found, delivery
+
+
+async def _own_ticket(ctx: Context, id: str) -> Ticket | None:
+    """A ticket by id; a provisional id answers the ticket its write became, once delivered
+    (or the provisional ticket until then)."""
+    if not id.startswith(PROVISIONAL):
+        found: Ticket | None = await ctx.loaders.ticket.load(id)
+        return found
+    customer_id = ctx.viewer.customer_id
+    if customer_id is None:
+        return None
+    write_id = id.removeprefix(PROVISIONAL)
+    write = next((w for w in await own_writes(ctx, customer_id) if w.id == write_id), None)
+    if write is None or write.kind is not WriteKind.CREATE_TICKET:
+        return None
+    if write.result_id is None:
+        return provisional_ticket(write)
+    delivered: Ticket | None = await ctx.loaders.ticket.load(write.result_id)
+    return None if delivered is None else with_deliveries([delivered], [write])[0]

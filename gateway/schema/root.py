@@ -13,7 +13,14 @@ from gateway.context import Context
 from gateway.resolvers import billing, customers, files, tickets
 from gateway.schema.internals import resolve_info
 from gateway.schema.prefetch import selected_arguments
-from gateway.schema.types import BillingPortalSession, Customer, File, Invoice, Ticket
+from gateway.schema.types import (
+    BillingPortalSession,
+    Customer,
+    DeliveryState,
+    File,
+    Invoice,
+    Ticket,
+)
 
 __all__ = ["Mutation", "Query"]
 
@@ -73,6 +80,12 @@ class CreateTicketInput:
 class CreateTicketPayload:
     ticket: Ticket
     client_mutation_id: str | None
+    delivery: DeliveryState = strawberry.field(
+        description="DELIVERED: the help desk has the ticket; QUEUED: the help desk is "
+        "unavailable, the gateway keeps the ticket (a provisional one, id `pending-…`) and "
+        "delivers it (docs/design.md: the outbox)."
+    )
+    accepted_at: datetime
 
 
 @strawberry.input
@@ -106,11 +119,19 @@ class FileUploadPayload:
 @strawberry.type
 class DeleteFilePayload:
     deleted_file_id: strawberry.ID
+    delivery: DeliveryState = strawberry.field(
+        description="DELIVERED: the file is gone; QUEUED: the store is unavailable, the file "
+        "is hidden and its deletion delivered later."
+    )
+    accepted_at: datetime
 
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation(description="CRM write; the cached copy is refreshed.")
+    @strawberry.mutation(
+        description="CRM write; the cached copy is refreshed. While the CRM is unavailable "
+        "the change is kept and shown at once (`profileDelivery` QUEUED)."
+    )
     async def update_profile(self, info: Info[Context, Any], input: UpdateProfileInput) -> Customer:
         changes = domain.ProfileChanges(name=input.name, phone=input.phone, company=input.company)
         return await customers.update_profile(info.context, changes)  # type: ignore[return-value]
@@ -120,10 +141,14 @@ class Mutation:
         self, info: Info[Context, Any], input: CreateTicketInput
     ) -> CreateTicketPayload:
         draft = tickets.validate_draft(input.subject, input.description, input.priority)
-        created = await tickets.create_ticket(info.context, draft, input.client_mutation_id)
+        created, delivery = await tickets.create_ticket(
+            info.context, draft, input.client_mutation_id
+        )
         return CreateTicketPayload(
             ticket=created,  # type: ignore[arg-type]
             client_mutation_id=input.client_mutation_id,
+            delivery=delivery.state,
+            accepted_at=delivery.accepted_at,
         )
 
     @strawberry.mutation
@@ -142,8 +167,12 @@ class Mutation:
 
     @strawberry.mutation
     async def delete_file(self, info: Info[Context, Any], id: strawberry.ID) -> DeleteFilePayload:
-        deleted = await files.delete_file(info.context, id)
-        return DeleteFilePayload(deleted_file_id=strawberry.ID(deleted))
+        deleted, delivery = await files.delete_file(info.context, id)
+        return DeleteFilePayload(
+            deleted_file_id=strawberry.ID(deleted),
+            delivery=delivery.state,
+            accepted_at=delivery.accepted_at,
+        )
 
     @strawberry.mutation(description="A Stripe customer-portal URL for the signed-in customer.")
     async def create_billing_portal_session(

@@ -24,11 +24,13 @@ __all__ = [
     "BillingSubscription",
     "Connection",
     "Customer",
+    "DeliveryState",
     "File",
     "Invoice",
     "InvoiceStatus",
     "Ticket",
     "TicketStatus",
+    "WriteDelivery",
 ]
 
 T = TypeVar("T")
@@ -38,6 +40,22 @@ InvoiceStatus = domain.InvoiceStatus
 TicketStatus = domain.TicketStatus
 strawberry.enum(InvoiceStatus, name="InvoiceStatus")
 strawberry.enum(TicketStatus, name="TicketStatus")
+DeliveryState = domain.DeliveryState
+strawberry.enum(
+    DeliveryState,
+    name="DeliveryState",
+    description="QUEUED: accepted and kept while the provider is unavailable; DELIVERED: "
+    "the provider has it; FAILED: the provider refused it or it could not be delivered in time.",
+)
+
+
+@strawberry.type(description="How a write the customer made stands (docs/design.md: the outbox).")
+class WriteDelivery:
+    write_id: strawberry.ID
+    state: DeliveryState
+    accepted_at: datetime
+    delivered_at: datetime | None
+    reason: str | None = strawberry.field(description="Why it failed, in plain words.")
 
 
 def _path(info: Info[Context, Any]) -> list[Any]:
@@ -104,6 +122,13 @@ class Customer:
     email: str | None
     company: str | None
     phone: str | None
+
+    @strawberry.field(
+        description="The signed-in customer's latest profile change that had to wait "
+        "(queued, or failed and why); null once delivered."
+    )
+    def profile_delivery(self, root: strawberry.Parent[domain.Customer]) -> WriteDelivery | None:
+        return root.delivery  # type: ignore[return-value]
 
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
@@ -212,6 +237,11 @@ class Ticket:
     priority: str | None
     created_at: datetime
     updated_at: datetime | None
+    delivery: WriteDelivery | None = strawberry.field(
+        description="Set on a ticket the gateway kept while the help desk was unavailable: "
+        "a provisional ticket (id `pending-…`) while QUEUED or FAILED, the real one once "
+        "DELIVERED."
+    )
 
     @classmethod
     def is_type_of(cls, obj: Any, _info: Any) -> bool:
