@@ -119,7 +119,8 @@ def redis_cluster(timeout: float = 30) -> Iterator[RedisClusterProcesses]:
         for port in ports:
             nodedir = f"{workdir}/{port}"
             os.makedirs(nodedir)
-            args = _server_args(binary, port, nodedir) + [
+            args = [
+                *_server_args(binary, port, nodedir),
                 "--cluster-enabled",
                 "yes",
                 "--cluster-port",
@@ -135,8 +136,15 @@ def redis_cluster(timeout: float = 30) -> Iterator[RedisClusterProcesses]:
         for port, process in cluster.processes.items():
             _wait_ready(port, process, timeout)
         subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports)]
-            + ["--cluster-replicas", "1", "--cluster-yes"],
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
