@@ -10,7 +10,8 @@ node.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,6 +24,7 @@ __all__ = [
     "RedisClient",
     "by_slot",
     "cluster_url",
+    "concurrently",
     "connect",
     "is_cluster",
     "slot_group",
@@ -65,6 +67,14 @@ def connect(url: str, **options: Any) -> RedisClient:
         client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **options)
         return client
     return RedisCluster.from_url(seed, **options)
+
+
+async def concurrently(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """The calls' answers, awaited together (one call per cluster node or slot); a single
+    call is awaited as it is, as a task for it would cost the one-node path CPU for nothing."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))
 
 
 def is_cluster(client: RedisClient) -> bool:

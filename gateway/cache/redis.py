@@ -19,11 +19,10 @@ Redis again, and its success turns `status` back to "ok".
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
@@ -35,7 +34,14 @@ from redis.typing import EncodableT
 
 from gateway.cache.base import CacheStatus, Entry
 from gateway.observability import CACHE_ERRORS
-from gateway.redis_client import RedisClient, by_slot, cluster_url, connect, is_cluster
+from gateway.redis_client import (
+    RedisClient,
+    by_slot,
+    cluster_url,
+    concurrently,
+    connect,
+    is_cluster,
+)
 from gateway.turns import TurnBatch
 
 __all__ = ["RedisCache"]
@@ -136,16 +142,6 @@ return n
 
 # one set_many call: its live entries and its tag memberships
 _Write = tuple[list[Entry], Mapping[str, Sequence[str]]]
-
-T = TypeVar("T")
-
-
-async def _all(calls: Sequence[Awaitable[T]]) -> list[T]:
-    """The calls' answers, concurrently (one per cluster node or slot); one call is awaited
-    as it is, since a task per call would cost the single-node path CPU for nothing."""
-    if len(calls) == 1:
-        return [await calls[0]]
-    return list(await asyncio.gather(*calls))
 
 
 class RedisCache:
@@ -313,7 +309,7 @@ class RedisCache:
                 )
             )
         try:
-            await _all(calls)
+            await concurrently(calls)
         except _FAILURES as exc:
             self._failed("set_many", exc)
         else:
@@ -342,7 +338,7 @@ class RedisCache:
                 )
             )
         try:
-            replies: list[Any] = await _all(calls)
+            replies: list[Any] = await concurrently(calls)
         except _FAILURES as exc:
             self._failed("count_and_get", exc)
             return [0] * len(counters), None
@@ -426,7 +422,7 @@ class RedisCache:
         node (one script per slot, so a key joining later starts a new set and is not lost);
         the member keys live in other slots and are deleted by the caller."""
         groups = by_slot(((tag, None) for tag in dict.fromkeys(tags)), self._client)
-        replies: list[Any] = await _all(
+        replies: list[Any] = await concurrently(
             [self._take_members_script(keys=[tag for tag, _ in group]) for group in groups]
         )
         members = {member for reply in replies for member in reply}

@@ -26,6 +26,7 @@ from gateway.domain import CustomerDeleted, DomainEvent
 from gateway.encryption import DataCipher, Undecryptable
 from gateway.events.codec import AnyEvent
 from gateway.observability import CACHE_UNDECRYPTABLE, labelled
+from gateway.redis_client import RedisClient
 
 __all__ = ["LiveHub", "LiveSubscription", "RedisLiveHub"]
 
@@ -150,7 +151,7 @@ class RedisLiveHub(LiveHub):
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         channel: str,
         cipher: DataCipher,
         queue_size: int = 100,
