@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
@@ -22,6 +23,7 @@ from redis.crc import key_slot
 __all__ = [
     "CLUSTER_SCHEMES",
     "RedisClient",
+    "blocking_client",
     "by_slot",
     "cluster_url",
     "concurrently",
@@ -75,6 +77,15 @@ async def concurrently(calls: Sequence[Awaitable[T]]) -> list[T]:
     if len(calls) == 1:
         return [await calls[0]]
     return list(await asyncio.gather(*calls))
+
+
+def blocking_client(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
+    """A blocking client for `url` (one node or a cluster), for tools off the event loop:
+    the benchmark and the tests."""
+    seed = cluster_url(url)
+    if seed is None:
+        return redis.Redis.from_url(url, **options)
+    return redis.RedisCluster.from_url(seed, **options)
 
 
 def is_cluster(client: RedisClient) -> bool:

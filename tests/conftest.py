@@ -19,9 +19,10 @@ from gateway.app import create_app
 from gateway.auth import mint_dev_token
 from gateway.encryption import DataCipher, generate_key
 from gateway.observability import configure_logging
+from gateway.redis_client import blocking_client
 from gateway.server import uvicorn_options
 from gateway.settings import Settings
-from tests.cache.redis_process import redis_cluster, sync_client
+from tests.cache.redis_process import redis_cluster
 from tests.servers import ServerThread, free_port, redis_server, serve
 
 # The data key of every test gateway (DATA_ENCRYPTION_KEYS), and its cipher for tests that
@@ -91,7 +92,7 @@ def cache_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     prefix = f"pgtest:{uuid.uuid4().hex[:10]}:"
     yield prefix
-    client = sync_client(redis_url)
+    client = blocking_client(redis_url)
     try:
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
         if keys:

@@ -11,24 +11,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
-from gateway.redis_client import cluster_url
 from tests.servers import free_port
 
-
-def sync_client(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
-    """A blocking client for `url`, one node or a cluster (`redis+cluster://`), for what
-    tests set up and look at."""
-    seed = cluster_url(url)
-    if seed is None:
-        return redis.Redis.from_url(url, **options)
-    return redis.RedisCluster.from_url(seed, **options)
-
-
-__all__ = ["RedisClusterProcesses", "redis_cluster", "redis_on_port", "sync_client"]
+__all__ = ["RedisClusterProcesses", "redis_cluster", "redis_on_port"]
 
 
 @contextlib.contextmanager

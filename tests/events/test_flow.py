@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.cache.redis_process import sync_client
+from gateway.redis_client import blocking_client
 from tests.conftest import DATA_KEY, GatewayServer
 from tests.events.clients import (
     INVOICE_UPDATED,
@@ -65,7 +65,7 @@ def redis_gateway(
 
 @pytest.fixture
 def store(redis_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
-    client = sync_client(redis_url)
+    client = blocking_client(redis_url)
     yield client
     client.close()
 
