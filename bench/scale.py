@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from gateway.redis_client import cluster_url
+from gateway.settings import DEFAULT_RATE_LIMITS
 
 __all__ = ["HIT_RATE", "RedisMeter", "capacity", "per_request", "render", "summed"]
 
@@ -32,10 +33,9 @@ HIT_RATE = 0.9
 # What a planner fills a core to: headroom for bursts, GC and failover.
 UTILISATION = 0.6
 TARGETS = (1_000, 10_000, 100_000)
-# The providers' own published limits (calls per second per account) the model compares
-# with: Stripe's live-mode read limit, HubSpot's private-app burst (190 per 10 s), Zendesk's
-# Suite Professional (700 a minute). Rate limits are per account: replicas do not add any.
-PROVIDER_LIMITS = {"stripe": 100.0, "hubspot": 19.0, "zendesk": 700 / 60}
+# The providers' documented limits per account, as the gateway's defaults hold them
+# (RATE_LIMIT_<PROVIDER>): replicas do not add to them.
+PROVIDER_LIMITS = {p: calls / per for p, (calls, per) in DEFAULT_RATE_LIMITS.items()}
 
 
 class RedisMeter:
