@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-import redis
-
 from gateway.cli import main
+from gateway.redis_client import blocking_client
 from tests.conftest import DATA_KEY, GatewayServer
 from tests.events.clients import INVOICE_UPDATED, GraphQLSocket
 from tests.test_data_at_rest import PORTAL_HOME, STAFF_PAGE, everything_stored, ok, unlink
+
+
+pytestmark = pytest.mark.single_and_cluster
 
 
 def report(output: str) -> dict[str, int]:
@@ -36,7 +38,7 @@ async def test_forget_erases_the_customer_and_says_what_it_removed(
         "DATA_ENCRYPTION_KEYS": DATA_KEY,
     }.items():
         monkeypatch.setenv(variable, value)
-    store = redis.Redis.from_url(redis_url)
+    store = blocking_client(redis_url)
     try:
         async with GraphQLSocket.open(gateway.url, gateway.token("1002")) as grace:
             await grace.subscribe("inv", INVOICE_UPDATED)
