@@ -1,8 +1,8 @@
 """The scale section: what each request costs Redis, and the capacity model built from it.
 
 Redis's own counters are read before and after each row (every primary of a cluster):
-`INFO commandstats` (calls per command), `INFO stats` (bytes in and out on client
-connections; replication and the cluster bus are counted apart by Redis) and `INFO cpu`
+`INFO commandstats` (calls per command), `INFO stats` (bytes in and out: clients, and
+replicas apart; the cluster bus is not counted) and `INFO cpu`
 (the server's CPU seconds). Divided by the requests the gateway answered, they are the
 row's Redis operations, bytes and Redis CPU per request. The figures are only clean on a
 Redis of the benchmark's own (`--redis private` or `cluster`, the default when REDIS_URL is
@@ -56,7 +56,7 @@ class RedisMeter:
 
     def snapshot(self) -> dict[str, Any]:
         calls: dict[str, int] = {}
-        bytes_in = bytes_out = 0
+        bytes_in = bytes_out = repl = 0
         cpu = 0.0
         for node in self._nodes:
             for name, stats in node.info("commandstats").items():
@@ -65,9 +65,10 @@ class RedisMeter:
             info = node.info("stats")
             bytes_in += int(info["total_net_input_bytes"])
             bytes_out += int(info["total_net_output_bytes"])
+            repl += int(info.get("total_net_repl_output_bytes", 0))
             used = node.info("cpu")
             cpu += float(used["used_cpu_user"]) + float(used["used_cpu_sys"])
-        return {"calls": calls, "in": bytes_in, "out": bytes_out, "cpu": cpu}
+        return {"calls": calls, "in": bytes_in, "out": bytes_out, "repl": repl, "cpu": cpu}
 
     @property
     def primaries(self) -> int:
@@ -82,12 +83,12 @@ def summed(
     before: list[dict[str, Any]], after: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Several runs' snapshot pairs as one pair: zero, and the runs' differences added."""
-    zero: dict[str, Any] = {"calls": {}, "in": 0, "out": 0, "cpu": 0.0}
-    total: dict[str, Any] = {"calls": {}, "in": 0, "out": 0, "cpu": 0.0}
+    zero: dict[str, Any] = {"calls": {}, "in": 0, "out": 0, "repl": 0, "cpu": 0.0}
+    total: dict[str, Any] = {"calls": {}, "in": 0, "out": 0, "repl": 0, "cpu": 0.0}
     for b, a in zip(before, after, strict=True):
         for name, n in a["calls"].items():
             total["calls"][name] = total["calls"].get(name, 0) + n - b["calls"].get(name, 0)
-        for field in ("in", "out", "cpu"):
+        for field in ("in", "out", "repl", "cpu"):
             total[field] += a[field] - b[field]
     return zero, total
 
@@ -105,7 +106,9 @@ def per_request(before: dict[str, Any], after: dict[str, Any], served: int) -> d
     return {
         "ops": sum(commands.values()),
         "bytes_in": (after["in"] - before["in"]) / served,
-        "bytes_out": (after["out"] - before["out"]) / served,
+        # Redis counts what it sends its replicas in both totals: clients get the rest
+        "bytes_out": (after["out"] - before["out"] - after["repl"] + before["repl"]) / served,
+        "bytes_to_replicas": (after["repl"] - before["repl"]) / served,
         "cpu_us": (after["cpu"] - before["cpu"]) / served * 1e6,
         "commands": commands,
     }
@@ -196,7 +199,8 @@ def render(rows: list[dict[str, Any]], model: dict[str, Any] | None) -> list[str
         lines.append(
             f"  {row['scenario']} {row['state']} {row['mode']} c={row['concurrency']}: "
             f"{cost['ops']:.2f} ops, {_num(cost['bytes_in'])} B in, {_num(cost['bytes_out'])} B "
-            f"out, {cost['cpu_us']:.0f} us Redis CPU; {per_core:.0f} req/s per gateway core; "
+            f"out, {_num(cost.get('bytes_to_replicas', 0.0))} B to replicas, "
+            f"{cost['cpu_us']:.0f} us Redis CPU; {per_core:.0f} req/s per gateway core; "
             + ", ".join(f"{name} {n:.2f}" for name, n in top)
         )
     if model is None:
