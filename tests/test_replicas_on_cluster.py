@@ -304,10 +304,10 @@ async def test_a_master_killed_fails_over_and_no_queued_event_is_lost(
         assert len(answers) > 20
         return failover, len(answers), retried
 
-    async with GraphQLSocket.open(d.b, _token("1003")) as carol:
+    async with GraphQLSocket.open(d.b, _token("1007")) as carol:
         await carol.subscribe("inv", INVOICE_UPDATED)
         failover, answered, retried = await asyncio.to_thread(fail_over)
-        after = signing.stripe_invoice("in_foafter", "cus_sbx0003")
+        after = signing.stripe_invoice("in_foafter", "cus_sbx0007")  # none of `during`'s
         response = await asyncio.to_thread(_paid, d.a, "evt_fo_after", after)
         assert response.status_code == 200
         update = (await carol.next_payload("inv", within=15))["data"]["invoiceUpdated"]
