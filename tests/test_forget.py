@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+
 from gateway.cli import main
 from gateway.redis_client import blocking_client
 from tests.conftest import DATA_KEY, GatewayServer
 from tests.events.clients import INVOICE_UPDATED, GraphQLSocket
 from tests.test_data_at_rest import PORTAL_HOME, STAFF_PAGE, everything_stored, ok, unlink
-
 
 pytestmark = pytest.mark.single_and_cluster
 
