@@ -99,7 +99,7 @@ def test_entries_expire_at_the_smallest_ttl_touched(
         ask(server, query, token=token)
 
         def stored() -> set[bytes]:  # written just after the answer went out
-            return set(list(store.scan_iter(match=f"{cache_prefix}resp:*"))) - set(ttls.values())
+            return set(store.scan_iter(match=f"{cache_prefix}resp:*")) - set(ttls.values())
 
         wait_for(stored, timeout=5)
         [key] = stored()
