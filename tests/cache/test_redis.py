@@ -7,6 +7,7 @@ import logging
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import msgspec
 import pytest
 import redis.asyncio
 from prometheus_client import REGISTRY
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from gateway.cache.codec import Codec
@@ -152,6 +154,41 @@ async def test_reads_of_one_event_loop_turn_share_one_mget(
         assert (await observer.info("commandstats"))["cmdstat_mget"]["calls"] == 2
     finally:
         await observer.aclose()
+        await cache.aclose()
+
+
+async def test_reads_of_one_turn_on_a_cluster_are_one_mget_per_slot(
+    redis_cluster_url: str,
+) -> None:
+    """On a cluster the turn's reads go out as one MGET per slot (the MGETs of one node in
+    one pipeline), each reader still answered its own keys in order."""
+    prefix = f"pgtest:{uuid.uuid4().hex[:8]}"
+    cache = RedisCache(redis_cluster_url)
+    cluster = connect(redis_cluster_url)
+    assert isinstance(cluster, RedisCluster)
+    await cluster.initialize()  # learns the nodes
+    primaries = [redis.asyncio.Redis(host=n.host, port=n.port) for n in cluster.get_primaries()]
+    keys = {f"{{{prefix}:{group}}}:{n}": f"{group}{n}".encode() for group in "abc" for n in "12"}
+    try:
+        await cache.set_many([(key, value, 60) for key, value in keys.items()], {})
+        for node in primaries:
+            await node.config_resetstat()
+        a1, a2, b1, c2 = (f"{{{prefix}:{k[0]}}}:{k[1]}" for k in ("a1", "a2", "b1", "c2"))
+        answers = await asyncio.gather(
+            cache.get_many([a1, b1]),
+            cache.get_many([c2, f"{{{prefix}:a}}:absent", a2]),
+        )
+        assert answers == [[b"a1", b"b1"], [b"c2", None, b"a2"]]
+        mgets = 0
+        for node in primaries:
+            stats = await node.info("commandstats")
+            mgets += stats.get("cmdstat_mget", {}).get("calls", 0)
+        assert mgets == 3  # slots of {a}, {b}, {c}: one MGET each, not one per reader
+    finally:
+        await cluster.delete(*keys)
+        for node in primaries:
+            await node.aclose()
+        await cluster.aclose()
         await cache.aclose()
 
 
