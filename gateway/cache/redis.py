@@ -29,7 +29,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
 from gateway.cache.base import CacheStatus, Entry
@@ -38,7 +39,6 @@ from gateway.redis_client import (
     RedisClient,
     by_slot,
     cluster_url,
-    concurrently,
     connect,
     is_cluster,
 )
@@ -139,6 +139,9 @@ for t = n + 1, #KEYS do
 end
 return n
 """
+
+# one script call: its keys and its arguments
+_Call = tuple[list[str], list[EncodableT]]
 
 # one set_many call: its live entries and its tag memberships
 _Write = tuple[list[Entry], Mapping[str, Sequence[str]]]
@@ -298,18 +301,18 @@ class RedisCache:
                     continue
                 ttl = max(ttls.get(member, longest) for member in members)
                 tag_writes.append((tag, (True, [ttl, len(members), *members])))
-        calls = []
+        calls: list[_Call] = []
         for group in by_slot(writes_of_keys + tag_writes, self._client):
             entries = [(key, args) for key, (is_tag, args) in group if not is_tag]
             tag_sets = [(key, args) for key, (is_tag, args) in group if is_tag]
             calls.append(
-                self._set_many_script(
-                    keys=[key for key, _args in entries + tag_sets],
-                    args=[len(entries), *(a for _key, args in entries + tag_sets for a in args)],
+                (
+                    [key for key, _args in entries + tag_sets],
+                    [len(entries), *(a for _key, args in entries + tag_sets for a in args)],
                 )
             )
         try:
-            await concurrently(calls)
+            await self._run(self._set_many_script, calls)
         except _FAILURES as exc:
             self._failed("set_many", exc)
         else:
@@ -327,18 +330,15 @@ class RedisCache:
         if key is not None:
             asked.append((key, None))
         groups = by_slot(asked, self._client)
-        calls = []
+        calls: list[_Call] = []
         for group in groups:
             ttls = [ttl for _key, ttl in group if ttl is not None]
             reads = [name for name, ttl in group if ttl is None]
             calls.append(
-                self._count_and_get_script(
-                    keys=[name for name, ttl in group if ttl is not None] + reads,
-                    args=[len(ttls), *ttls],
-                )
+                ([name for name, ttl in group if ttl is not None] + reads, [len(ttls), *ttls])
             )
         try:
-            replies: list[Any] = await concurrently(calls)
+            replies = await self._run(self._count_and_get_script, calls)
         except _FAILURES as exc:
             self._failed("count_and_get", exc)
             return [0] * len(counters), None
@@ -422,11 +422,38 @@ class RedisCache:
         node (one script per slot, so a key joining later starts a new set and is not lost);
         the member keys live in other slots and are deleted by the caller."""
         groups = by_slot(((tag, None) for tag in dict.fromkeys(tags)), self._client)
-        replies: list[Any] = await concurrently(
-            [self._take_members_script(keys=[tag for tag, _ in group]) for group in groups]
+        replies = await self._run(
+            self._take_members_script, [([tag for tag, _ in group], []) for group in groups]
         )
         members = {member for reply in replies for member in reply}
         return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    async def _run(self, script: AsyncScript, calls: list[_Call]) -> list[Any]:
+        """`script` once per (keys, args): one call as it is; several (a cluster's slots) in
+        one cluster pipeline, which sends each node its calls in one round trip, so a turn
+        holds one connection per node however many slots it touches."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        replies = await self._pipelined(script, calls)
+        missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # a node that has not run it yet, or a replica promoted since: load it on every
+            # primary and send again only the calls that did not run
+            await self._client.script_load(script.script)
+            again = await self._pipelined(script, [calls[n] for n in missing])
+            for n, reply in zip(missing, again, strict=True):
+                replies[n] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _pipelined(self, script: AsyncScript, calls: list[_Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+            return list(await pipe.execute(raise_on_error=False))
 
     async def _unlink_each(self, keys: Sequence[str]) -> list[str]:
         """UNLINK each key (pipelined per node); answers those that existed."""
