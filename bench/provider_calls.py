@@ -11,6 +11,12 @@ Three shapes, each at one call at a time and at 16 at once:
 - `same-url`: one path again and again (what the URL memo remembers);
 - `distinct-urls`: a new id in the path each call (nothing remembered);
 - `params`: a new id and two query parameters each call (httpx encodes and re-parses).
+
+`--instructions` counts instead of timing (not part of `make bench`: valgrind takes minutes):
+callgrind's instruction count of the client process for 600 calls minus 100 calls, over
+500, at 16 at once, for each shape and for `aiohttp-floor` (the same GET through a bare
+aiohttp session, no httpx and no gateway code: what aiohttp's own request path costs).
+Instructions do not move with the machine's load, which CPU times do by 20-40%.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -33,6 +41,8 @@ __all__ = ["measure"]
 
 SHAPES = ("same-url", "distinct-urls", "params")
 CONCURRENCY = (1, 16)
+FLOOR = "aiohttp-floor"
+_COLLECTED = re.compile(r"Collected : (\d+)")
 
 _SERVER = """
 import asyncio, json, sys
@@ -104,7 +114,68 @@ def _wait_for(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the provider-call server did not start on port {port}")
 
 
-async def _client(url: str, calls: int, blocks: int) -> list[dict[str, Any]]:
+def instructions(calls: tuple[int, int] = (100, 600)) -> dict[str, int]:
+    """Instructions a call for each shape and the aiohttp floor (callgrind, see above)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise RuntimeError("valgrind is not installed (apt-get install valgrind)")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port), "0"])
+    counts: dict[str, int] = {}
+    try:
+        _wait_for(port)
+        for shape in (*SHAPES, FLOOR):
+            totals = []
+            for n in calls:
+                command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+                command += [sys.executable, "-m", "bench.provider_calls", "--shape", shape]
+                command += ["--client", f"http://127.0.0.1:{port}", "--calls", str(n)]
+                ran = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env={**os.environ, "LOG_LEVEL": "WARNING"},
+                )
+                found = _COLLECTED.search(ran.stderr)
+                if found is None:
+                    raise RuntimeError(f"callgrind printed no count: {ran.stderr[-500:]}")
+                totals.append(int(found.group(1)))
+            counts[shape] = (totals[1] - totals[0]) // (calls[1] - calls[0])
+    finally:
+        server.terminate()
+        server.wait(10)
+    return counts
+
+
+async def _once(url: str, shape: str, calls: int) -> None:
+    """`calls` calls of one shape, 16 at once, after the same warm-up; nothing printed."""
+    if shape == FLOOR:
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=20),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+        async def get() -> None:
+            async with session.get(url + "/crm/v3/objects/contacts/1001") as answer:
+                await answer.read()
+
+        try:
+            await _blocks(get, 16, calls, 1)
+        finally:
+            await session.close()
+        return
+    client, one = _upstream(url)
+    try:
+        await _blocks(one(shape), 16, calls, 1)
+    finally:
+        await client.aclose()
+
+
+def _upstream(url: str) -> tuple[Any, Callable[[str], Callable[[], Awaitable[Any]]]]:
+    """An UpstreamClient to `url` as the adapters have one, and each shape's call on it."""
     # imported here: the parent process only starts processes
     from gateway.settings import Settings
     from gateway.upstream import UpstreamClient
@@ -131,6 +202,11 @@ async def _client(url: str, calls: int, blocks: int) -> list[dict[str, Any]]:
             params={"properties": "email,firstname,lastname", "archived": "false"},
         )
 
+    return client, one
+
+
+async def _client(url: str, calls: int, blocks: int) -> list[dict[str, Any]]:
+    client, one = _upstream(url)
     rows = []
     try:
         for shape in SHAPES:
@@ -187,13 +263,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="ms the server waits")
     parser.add_argument("--calls", type=int, default=400, help="calls per block")
     parser.add_argument("--blocks", type=int, default=7)
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions a call (valgrind)"
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the measuring child process
+    parser.add_argument("--shape", help=argparse.SUPPRESS)  # one shape, under callgrind
     options = parser.parse_args(argv)
     if options.client:
         import uvloop
 
+        if options.shape:
+            uvloop.run(_once(options.client, options.shape, options.calls))
+            return 0
         rows = uvloop.run(_client(options.client, options.calls, options.blocks))
         print(json.dumps(rows))
+        return 0
+    if options.instructions:
+        for shape, count in instructions().items():
+            print(f"{shape:<14} {count:>9,} instructions a call (c=16)")
         return 0
     result = measure(options.latency, options.calls, options.blocks)
     print("\n".join(render(result)))

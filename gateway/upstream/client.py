@@ -65,6 +65,9 @@ _DEFAULT_HEADERS = {
 # URL strings whose parsed form (base URL merged) each client remembers: parsing one costs
 # ~40 us (httpx checks each character), and a provider is called on a few URLs again and again
 _URLS_KEPT = 1024
+# Methods whose request httpx sends without a body or a Content-Length when none is given.
+_BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+_NO_BODY = httpx.ByteStream(b"")
 
 
 @dataclass(slots=True)
@@ -187,14 +190,22 @@ class UpstreamClient:
             if idempotency_key is not None:
                 send_headers["Idempotency-Key"] = idempotency_key
         # built once: every attempt sends the same request (an auth flow signs each anew)
-        request = httpx.Request(
-            method,
-            self._url(url, params),
-            json=json,
-            content=content,
-            data=data,
-            headers=send_headers,
-        )
+        if json is None and content is None and data is None and method in _BODILESS:
+            # What httpx.Request would add is a Host header, which the transport writes from
+            # the URL anyway; given the (empty) stream, httpx skips that header work, about
+            # 7 us a call (DESIGN 12).
+            request = httpx.Request(
+                method, self._url(url, params), headers=send_headers, stream=_NO_BODY
+            )
+        else:
+            request = httpx.Request(
+                method,
+                self._url(url, params),
+                json=json,
+                content=content,
+                data=data,
+                headers=send_headers,
+            )
         attempt = 0
         while True:
             attempt += 1

@@ -575,6 +575,22 @@ async def test_urls_are_merged_with_the_base_as_httpx_merges_them(
     await plain.aclose()
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS"])
+async def test_a_bodiless_call_sends_what_httpx_request_would(
+    provider: FakeProvider, make_client: MakeClient, method: str
+) -> None:
+    # Without a body, the request is built without httpx's header pass (the transport
+    # writes Host from the URL); `content=b""` takes httpx's full path. Both must reach the
+    # provider alike.
+    client = make_client("bodiless", provider.url + "/v1")
+    await client.request(method, "/items/7", operation="items")
+    await client.request(method, "/items/7", operation="items", content=b"")
+    fast, full = provider.calls[-2:]
+    assert fast.headers["host"] == full.headers["host"] == provider.url.split("//")[1]
+    assert fast.headers == full.headers
+    assert (fast.method, fast.path, fast.body) == (full.method, full.path, full.body)
+
+
 async def test_an_httpx_auth_flow_signs_every_attempt(
     provider: FakeProvider, make_client: MakeClient
 ) -> None:
