@@ -6,9 +6,10 @@ with the longest-lived of those keys, so tag sets stay bounded.
 
 On a Redis Cluster (`redis+cluster://`, gateway/redis_client.py) the reads of one turn go
 out as one MGET per slot, pipelined per node, and every script runs once per slot with the
-keys of that slot: entries and tag sets are written where their keys live, a tag set holds
-names, not keys, so its members may live anywhere. Dropping a tag reads and deletes the set
-in one MULTI on its node, then deletes the members wherever they live.
+keys of that slot, the calls of one turn in one pipeline (a round trip per node): entries
+and tag sets are written where their keys live, a tag set holds names, not keys, so its
+members may live anywhere. Dropping a tag reads and deletes the set in one script on its
+node, then deletes the members wherever they live.
 
 Redis trouble (refused, reset, slow, out of memory, read-only after a failover) never
 raises: reads answer misses, writes are dropped, `CACHE_ERRORS` counts the failure and
@@ -418,9 +419,9 @@ class RedisCache:
         return [key.decode() if isinstance(key, bytes) else str(key) for key in removed]
 
     async def _take_members(self, tags: Sequence[str]) -> list[str]:
-        """On a cluster: each tag set's members, read and the set deleted in one MULTI on its
-        node (one script per slot, so a key joining later starts a new set and is not lost);
-        the member keys live in other slots and are deleted by the caller."""
+        """On a cluster: each tag set's members, read and the set deleted by one script on its
+        node (atomic per slot, so a key joining later starts a new set and is not lost); the
+        member keys live in other slots and are deleted by the caller."""
         groups = by_slot(((tag, None) for tag in dict.fromkeys(tags)), self._client)
         replies = await self._run(
             self._take_members_script, [([tag for tag, _ in group], []) for group in groups]
