@@ -17,9 +17,9 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
-import redis
 
 from bench.redis_db import delete_prefix
+from gateway.redis_client import blocking_client
 
 __all__ = ["percentile", "run"]
 
@@ -72,7 +72,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     count: int | None = spec.get("count")
     check_graphql: bool = spec.get("check_graphql", True)
     flush = spec.get("flush")
-    flusher = redis.Redis.from_url(flush["redis_url"]) if flush else None
+    flusher = blocking_client(flush["redis_url"]) if flush else None
     bodies = _Bodies(spec)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()

@@ -13,7 +13,7 @@ import statistics
 import time
 from typing import Any
 
-import redis
+from gateway.redis_client import blocking_client
 
 __all__ = ["speed"]
 
@@ -32,7 +32,7 @@ def speed(redis_url: str) -> dict[str, Any]:
     """{"python_loop_ms": median of 3 loops of 2M additions, "redis_ping_us": median of
     200 PING round trips on one connection (redis-py)}."""
     loops = [_python_loop_ms() for _ in range(3)]
-    client = redis.Redis.from_url(redis_url)
+    client = blocking_client(redis_url)
     try:
         client.ping()
         pings = []

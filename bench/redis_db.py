@@ -1,4 +1,5 @@
-"""The benchmark's Redis: found or started, and its bench-only key prefix emptied."""
+"""The benchmark's Redis: REDIS_URL, or one of its own (a node or a cluster), and its
+bench-only key prefix emptied."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from collections.abc import Iterator
 import redis
 
 from bench.ports import free_port
+from gateway.redis_client import blocking_client
 
 __all__ = ["bench_redis", "delete_prefix"]
 
 
 def _reachable(url: str) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        client = blocking_client(url, socket_connect_timeout=0.5)
         try:
             return bool(client.ping())
         finally:
@@ -29,16 +31,26 @@ def _reachable(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def bench_redis() -> Iterator[str]:
-    """REDIS_URL if set, else 127.0.0.1:6379, else a redis-server from PATH on a free port."""
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    if _reachable(url):
+def bench_redis(kind: str = "auto") -> Iterator[str]:
+    """`auto`: REDIS_URL if set, else a redis-server of the benchmark's own (so Redis's
+    counters hold only the benchmark's commands: bench/scale.py); `cluster`: three masters
+    with a replica each, from redis-server and redis-cli on PATH."""
+    if kind == "cluster":
+        from tests.cache.redis_process import redis_cluster
+
+        with redis_cluster() as cluster:
+            yield cluster.url
+        return
+    url = os.environ.get("REDIS_URL", "")
+    if url:
+        if not _reachable(url):
+            raise SystemExit(f"REDIS_URL {url} does not answer")
         yield url
         return
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit(
-            f"no Redis at {url} and no redis-server on PATH: set REDIS_URL, or install Redis "
+            "no REDIS_URL and no redis-server on PATH: set REDIS_URL, or install Redis "
             "(apt-get install redis-server)"
         )
     port = free_port()
@@ -63,7 +75,7 @@ def bench_redis() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def delete_prefix(client: redis.Redis, prefix: str) -> int:
+def delete_prefix(client: redis.Redis | redis.RedisCluster, prefix: str) -> int:
     """Delete every key under `prefix` (the benchmark's own); answers how many."""
     deleted = 0
     batch: list[bytes] = []

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from bench import provider_calls, wrk
+from bench import provider_calls, scale, wrk
 from bench import pyspy as profiling
 from bench.gateway_process import GatewayProcess
 from bench.machine import speed as measure_machine
@@ -45,6 +44,7 @@ from bench.scenarios import (
 )
 from bench.table import fmt_calls, render
 from bench.targets import ratios, targets
+from gateway.redis_client import blocking_client
 
 __all__ = ["Options", "main", "run"]
 
@@ -53,6 +53,7 @@ DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
 WEBHOOK_SECRET = "whsec_bench_" + "0" * 24
 WEBHOOK_EVENTS = 1000
 STAFF_CHUNK = 50  # customers per priming request (the query cost limit allows 64)
+COLD_DISTINCT = 40  # customers of the cold-distinct row (the sandbox has 60, the fakes 200)
 # Rows profiled with py-spy: warm portal-home (the path issues 9 and 11 set targets for) with
 # and without the response cache; cold portal-home (target 9(c)) and cold staff-50 (the
 # most CPU one query costs).
@@ -82,6 +83,7 @@ class Options(argparse.Namespace):
     profile: bool = True
     provider_calls: bool = True
     quick: bool = False
+    redis: str = "auto"
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -116,6 +118,13 @@ def parse_args(argv: list[str] | None) -> Options:
         dest="provider_calls",
         action="store_false",
         help="skip the CPU per provider call section (bench/provider_calls.py)",
+    )
+    parser.add_argument(
+        "--redis",
+        choices=["auto", "cluster"],
+        default="auto",
+        help="auto: REDIS_URL, else a redis-server of the benchmark's own; cluster: a "
+        "three-master Redis Cluster of its own (REDIS_URL=redis+cluster://...)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 s runs, 1 repeat, 5 cold requests (a smoke run)"
@@ -173,7 +182,8 @@ class Bench:
         self.options = options
         self.providers = providers
         self.redis_url = redis_url
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = blocking_client(redis_url)
+        self.meter = scale.RedisMeter(redis_url)
         self.workdir = workdir
         self.log = log
         self.secret = secrets.token_urlsafe(32)
@@ -333,6 +343,11 @@ class Bench:
         cpu = 0.0
         peak = 0.0
         notes: list[str] = []
+        # Redis's counters over the runs; a cold GraphQL row flushes the cache on the same
+        # Redis between requests, so its figures would count the flush (bench/scale.py)
+        metered = webhooks or row.state != "cold"
+        redis_before: list[dict[str, Any]] = []
+        redis_after: list[dict[str, Any]] = []
         if row.state == "cold":
             self.providers.service_ms(reset=True)
         for make_spec in runs:
@@ -345,6 +360,8 @@ class Bench:
                 notes.append(f"stopped after {len(results)} of {len(runs)} runs: {error}")
                 break
             served_before = self._served(webhooks)
+            if metered:
+                redis_before.append(self.meter.snapshot())
             calls_before = self.providers.calls(gateway.url)
             gateway.reset_peak_rss()
             cpu_before = gateway.cpu_seconds() or 0.0
@@ -352,6 +369,8 @@ class Bench:
             p99 = result["p99_ms"] if result["p99_ms"] is not None else 2000.0
             window = min(10.0, max(0.3, 1.5 * p99 / 1000))
             served += self._quiet(webhooks, window) - served_before
+            if metered:
+                redis_after.append(self.meter.snapshot())
             cpu += (gateway.cpu_seconds() or 0.0) - cpu_before
             peak = max(peak, gateway.peak_rss_mb() or 0.0)
             calls_after = self.providers.calls(gateway.url)
@@ -404,6 +423,9 @@ class Bench:
             "peak_rss_mb": peak or None,
             # the providers' own median time per call over this row (cold rows)
             "provider_ms": self.providers.service_ms() if row.state == "cold" else {},
+            "redis": scale.per_request(*scale.summed(redis_before, redis_after), served)
+            if redis_after
+            else None,
             "notes": notes,
         }
         self.log(
@@ -438,6 +460,25 @@ class Bench:
             return {**base, "concurrency": row.concurrency, "duration": options.duration}
 
         return self.measure(row, [warm] * options.repeat)
+
+    def cold_distinct_row(self) -> dict[str, Any]:
+        """portal-home of customers never asked before in this mode, each once, 8 at a time,
+        with no flush: what a miss costs, Redis included (bench/scale.py)."""
+        assert self.gateway is not None
+        pool = self.providers.dataset.mixed_pool
+        taken = {self.providers.dataset.portal_customer, *self.providers.dataset.webhook_customers}
+        fresh = [c for c in pool if c not in taken][-COLD_DISTINCT:]
+        row = Row("portal-home", "default", "cold-distinct", 8)
+
+        def once() -> dict[str, Any]:
+            return {
+                "url": self.gateway.url + "/graphql" if self.gateway else "",
+                "requests": [self.portal_request(c) for c in fresh],
+                "count": len(fresh),
+                "concurrency": row.concurrency,
+            }
+
+        return self.measure(row, [once])
 
     def webhook_row(self, row: Row) -> dict[str, Any]:
         dataset = self.providers.dataset
@@ -521,6 +562,9 @@ class Bench:
                     except RowFailed as error:
                         self.log(f"  {row.label}: FAILED: {error}")
                         self.rows.append(_skipped(row, f"failed: {error}"))
+                if (scenario, mode) == ("portal-home", "default"):
+                    # before staff-50 and mixed have asked for the customers it takes
+                    self.rows.append(self.cold_distinct_row())
                 if self.options.profile:
                     for state in PROFILED.get((scenario, mode), ()):
                         self.profile(mode, scenario, state)
@@ -622,7 +666,10 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     providers = build_providers(options)
     started = datetime.now(UTC)
-    with bench_redis() as redis_url, tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp:
+    with (
+        bench_redis(options.redis) as redis_url,
+        tempfile.TemporaryDirectory(prefix="pg-bench-") as tmp,
+    ):
         workdir = Path(tmp)
         bench = Bench(options, providers, redis_url, workdir, log)
         log(
@@ -647,6 +694,7 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         finally:
             providers.stop()
             bench.redis.close()
+            bench.meter.close()
             if options.logs is not None:
                 options.logs.mkdir(parents=True, exist_ok=True)
                 for log_file in workdir.glob("*.log"):
@@ -672,6 +720,8 @@ def run(options: Options, log: Callable[[str], None] | None = None) -> dict[str,
         "targets": targets(bench.rows, options.latency, providers),
         "profiles": bench.profiles,
         "provider_calls": calls,
+        "redis": {"kind": options.redis, "url": redis_url, "primaries": bench.meter.primaries},
+        "capacity": scale.capacity(bench.rows, bench.meter.primaries),
     }
     return result
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import provider_calls
+from bench import provider_calls, scale
 
 __all__ = ["fmt_calls", "render"]
 
@@ -131,6 +131,7 @@ def render(result: dict[str, Any]) -> str:
     if result.get("targets"):
         text += ["", "targets (issue 9, issue 11; DESIGN section 12 peer beside):"]
         text += [f"  [{t['status']:>7}] {t['target']}: {t['measured']}" for t in result["targets"]]
+    text += ["", *scale.render(result["rows"], result.get("capacity"))]
     if result.get("provider_calls"):
         text += ["", *provider_calls.render(result["provider_calls"])]
     if result.get("profiles"):

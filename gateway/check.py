@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from gateway.domain import FileQuery
 from gateway.errors import GatewayError, NotFound
 from gateway.redaction import Redactor, settings_secrets
+from gateway.redis_client import RedisClient, connect
 from gateway.settings import Settings
 from gateway.sources.registry import Sources, build_sources
 
@@ -77,7 +77,7 @@ async def _probe(kind: str, source: Any) -> None:
             raise result
 
 
-async def _ping(redis: Redis) -> None:
+async def _ping(redis: RedisClient) -> None:
     await redis.ping()
 
 
@@ -109,9 +109,9 @@ async def run_checks(settings: Settings, sources: Sources | None = None) -> list
     # The adapters get Redis as the gateway gives it to them: QuickBooks and Xero keep their
     # rotating OAuth grant there, and a check that refreshed a grant of its own would
     # spend the refresh token the running gateway depends on.
-    redis: Redis | None = None
+    redis: RedisClient | None = None
     if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+        redis = connect(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
     own = sources is None
     try:
         if sources is None:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.encryption import GENERATE_KEY_HINT, DataCipher, generate_key
+from gateway.redis_client import cluster_url
 
 __all__ = ["DEFAULT_RATE_LIMITS", "RateLimit", "Settings", "load_dev_secret"]
 
@@ -349,6 +350,24 @@ class Settings(BaseSettings):
     def _check_data_keys(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             DataCipher.from_setting(value.get_secret_value())  # names the bad entry, not its value
+        return value
+
+    @model_validator(mode="after")
+    def _check_redis_cluster(self) -> Settings:
+        # a prefix with braces would pick every key's hash slot: all in one slot
+        cluster = bool(self.redis_url) and cluster_url(self.redis_url or "") is not None
+        if cluster and ("{" in self.cache_prefix or "}" in self.cache_prefix):
+            raise ValueError(
+                "CACHE_PREFIX must not contain { or } with a Redis Cluster REDIS_URL: "
+                "braces pick the hash slot, and every key would land in one slot"
+            )
+        return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value:
+            cluster_url(value)  # raises for a cluster URL that cannot work (names why)
         return value
 
     def incoming_limit(self, kind: str) -> RateLimit | None:

@@ -19,8 +19,10 @@ from gateway.app import create_app
 from gateway.auth import mint_dev_token
 from gateway.encryption import DataCipher, generate_key
 from gateway.observability import configure_logging
+from gateway.redis_client import blocking_client
 from gateway.server import uvicorn_options
 from gateway.settings import Settings
+from tests.cache.redis_process import redis_cluster
 from tests.servers import ServerThread, free_port, redis_server, serve
 
 # The data key of every test gateway (DATA_ENCRYPTION_KEYS), and its cipher for tests that
@@ -42,8 +44,24 @@ def _reachable(url: str) -> bool:
         return False
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "single_and_cluster: run the module's tests on one Redis node and on a Redis Cluster",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked single_and_cluster that use `redis_url` run twice: once on the single
+    node, once on the session's three-master cluster."""
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "single_and_cluster"
+    ):
+        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def single_redis_url() -> Iterator[str]:
     """REDIS_URL if set, else 127.0.0.1:6379, else a redis-server started for the session."""
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     if _reachable(url):
@@ -53,12 +71,28 @@ def redis_url() -> Iterator[str]:
         yield private_url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster (three masters, each with a replica) started for the session."""
+    with redis_cluster() as cluster:
+        yield cluster.url
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The single node's URL; on a test marked single_and_cluster, each in turn."""
+    kind = getattr(request, "param", "single")
+    return str(
+        request.getfixturevalue(f"{kind}_redis_url" if kind == "single" else "redis_cluster_url")
+    )
+
+
 @pytest.fixture
 def cache_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     prefix = f"pgtest:{uuid.uuid4().hex[:10]}:"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    client = blocking_client(redis_url)
     try:
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
         if keys:

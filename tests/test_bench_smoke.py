@@ -38,6 +38,7 @@ def test_bench_counts_each_querys_provider_calls_and_writes_the_table(
         ("portal-home", "cold", 1),
         ("portal-home", "warm", 1),
         ("portal-home", "warm", 16),
+        ("portal-home", "cold-distinct", 8),  # the scale section's miss
     }
     for row in rows.values():
         assert row["errors"] == 0
@@ -51,8 +52,21 @@ def test_bench_counts_each_querys_provider_calls_and_writes_the_table(
         "files": 1.0,
     }
     assert sum(rows["portal-home", "warm", 16]["calls_per_query"].values()) == 0
+    # the scale section: Redis's counters per request (a hit reads and counts: 2 INCR at
+    # least), none for a cold row (the flush runs on the same Redis), and the model
+    hit = rows["portal-home", "warm", 16]["redis"]
+    assert hit["ops"] >= 3
+    assert hit["commands"]["incr"] >= 2
+    assert rows["portal-home", "cold", 1]["redis"] is None
+    miss = rows["portal-home", "cold-distinct", 8]
+    assert miss["calls_per_query"]["billing"] == 1.0
+    assert miss["redis"]["ops"] > hit["ops"]  # a miss writes what it fetched
+    plans = result["capacity"]["plans"]
+    assert [p["rate"] for p in plans] == [1_000, 10_000, 100_000]
+    assert plans[0]["gateway_cores"] <= plans[1]["gateway_cores"] <= plans[2]["gateway_cores"]
     printed = capsys.readouterr().out
     assert "portal-home" in printed
+    assert "capacity model at 90% response-cache hits" in printed
     # CPU per provider call: every shape at both concurrencies, through the real client
     calls = result["provider_calls"]["rows"]
     assert {(r["shape"], r["concurrency"]) for r in calls} == {

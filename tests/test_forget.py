@@ -7,14 +7,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-import redis
 
 from gateway.cli import main
 from gateway.domain import QueuedWrite, TicketDraft, WriteKind
 from gateway.outbox import new_write_id
+from gateway.redis_client import blocking_client
 from tests.conftest import DATA_KEY, GatewayServer
 from tests.events.clients import INVOICE_UPDATED, GraphQLSocket
 from tests.test_data_at_rest import PORTAL_HOME, STAFF_PAGE, everything_stored, ok, unlink
+
+pytestmark = pytest.mark.single_and_cluster
 
 
 def report(output: str) -> dict[str, int]:
@@ -39,7 +41,7 @@ async def test_forget_erases_the_customer_and_says_what_it_removed(
         "DATA_ENCRYPTION_KEYS": DATA_KEY,
     }.items():
         monkeypatch.setenv(variable, value)
-    store = redis.Redis.from_url(redis_url)
+    store = blocking_client(redis_url)
     try:
         # a ticket Grace wrote while the help desk was down, kept in the outbox
         kept = QueuedWrite(

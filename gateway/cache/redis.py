@@ -4,6 +4,13 @@ Keys arrive complete (prefix included) and values are opaque bytes (DESIGN secti
 A tag is a Redis set at `{prefix}tag:{tag}` holding the keys written under it; it expires
 with the longest-lived of those keys, so tag sets stay bounded.
 
+On a Redis Cluster (`redis+cluster://`, gateway/redis_client.py) the reads of one turn go
+out as one MGET per slot, pipelined per node, and every script runs once per slot with the
+keys of that slot, the calls of one turn in one pipeline (a round trip per node): entries
+and tag sets are written where their keys live, a tag set holds names, not keys, so its
+members may live anywhere. Dropping a tag reads and deletes the set in one script on its
+node, then deletes the members wherever they live.
+
 Redis trouble (refused, reset, slow, out of memory, read-only after a failover) never
 raises: reads answer misses, writes are dropped, `CACHE_ERRORS` counts the failure and
 `status` turns "degraded". For `retry_interval` seconds after a failure the backend does not
@@ -19,13 +26,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
 from gateway.cache.base import CacheStatus, Entry
 from gateway.observability import CACHE_ERRORS
+from gateway.redis_client import (
+    RedisClient,
+    by_slot,
+    cluster_url,
+    connect,
+    is_cluster,
+)
 from gateway.turns import TurnBatch
 
 __all__ = ["RedisCache"]
@@ -85,6 +102,17 @@ for i = tags + 1, #KEYS do drop(KEYS[i]) end
 return removed
 """
 
+# On a cluster, where a tag's members live in other slots: KEYS are tag sets of one slot,
+# each read and deleted at once; answers their members, for the caller to delete.
+_TAKE_MEMBERS = """
+local members = {}
+for _, tag in ipairs(KEYS) do
+  for _, member in ipairs(redis.call('SMEMBERS', tag)) do members[#members + 1] = member end
+  redis.call('UNLINK', tag)
+end
+return members
+"""
+
 # The writes of one event-loop turn as one command: a pipeline of SET, SADD and EXPIRE
 # costs redis-py a packed command and a parsed reply each (a cold staff page of 50: ~1,200
 # commands, ~18 ms of CPU), the script one of each (docs/design.md section 12).
@@ -113,6 +141,9 @@ end
 return n
 """
 
+# one script call: its keys and its arguments
+_Call = tuple[list[str], list[EncodableT]]
+
 # one set_many call: its live entries and its tag memberships
 _Write = tuple[list[Entry], Mapping[str, Sequence[str]]]
 
@@ -124,7 +155,7 @@ class RedisCache:
         self,
         url: str,
         *,
-        client: redis.asyncio.Redis | None = None,
+        client: RedisClient | None = None,
         socket_timeout: float = 0.25,
         retry_interval: float = 1.0,
         max_connections: int = 100,
@@ -134,9 +165,22 @@ class RedisCache:
         A `client` passed in must answer bytes (no `decode_responses`), as values are bytes.
 
         `socket_timeout` bounds both connecting and each reply; `max_connections` bounds
-        the pool, and a call waits at most `socket_timeout` for a free connection.
+        the pool, and a call waits at most `socket_timeout` for a free connection. On a
+        cluster (`redis+cluster://`) each node has a pool of `max_connections`.
         """
         self._own_pool: BlockingConnectionPool | None = None
+        self._own_client: RedisClient | None = None
+        if client is None and cluster_url(url) is not None:
+            client = self._own_client = connect(
+                url,
+                max_connections=max_connections,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                # as below: no retry; a failed node's slots are looked up again (CLUSTER
+                # SLOTS) by the first call after it, so a promoted replica is found
+                retry=Retry(NoBackoff(), 0),
+                protocol=2,
+            )
         if client is None:
             # redis-py's own pool, through its public API only (DESIGN 12: what that costs)
             self._own_pool = BlockingConnectionPool.from_url(
@@ -154,7 +198,8 @@ class RedisCache:
                 protocol=2,
             )
             client = redis.asyncio.Redis(connection_pool=self._own_pool)
-        self._client = client
+        self._client: RedisClient = client
+        self._cluster = is_cluster(client)
         self.retry_interval = retry_interval
         self._status: CacheStatus = "ok"
         self._skip_until = 0.0
@@ -162,6 +207,7 @@ class RedisCache:
         self._count_and_get_script = self._client.register_script(_COUNT_AND_GET)
         self._erase_script = self._client.register_script(_ERASE)
         self._set_many_script = self._client.register_script(_SET_MANY)
+        self._take_members_script = self._client.register_script(_TAKE_MEMBERS)
         # the reads of one event-loop turn (every loader of a request, and of the other
         # requests in flight) go out as one MGET
         self._reads: TurnBatch[list[str], list[bytes | None]] = TurnBatch(self._mget)
@@ -170,7 +216,7 @@ class RedisCache:
         self._writes: TurnBatch[_Write, None] = TurnBatch(self._write_turn)
 
     @property
-    def client(self) -> redis.asyncio.Redis:
+    def client(self) -> RedisClient:
         """The redis.asyncio client, for other users of the same pool (rate limits, dedupe)."""
         return self._client
 
@@ -209,7 +255,12 @@ class RedisCache:
     async def _mget(self, batches: list[list[str]]) -> list[list[bytes | None]]:
         keys = batches[0] if len(batches) == 1 else [key for batch in batches for key in batch]
         try:
-            values: list[bytes | None] = await self._client.mget(keys)  # type: ignore[assignment]
+            values: list[bytes | None]
+            if isinstance(self._client, RedisCluster):
+                # one MGET per slot, the MGETs of one node in one pipeline, nodes concurrently
+                values = await self._client.mget_nonatomic(keys)
+            else:
+                values = await self._client.mget(keys)  # type: ignore[assignment]
         except _FAILURES as exc:
             self._failed("get_many", exc)
             return [[None] * len(batch) for batch in batches]
@@ -238,26 +289,31 @@ class RedisCache:
         await self._writes.submit((live, tags))
 
     async def _write_turn(self, writes: list[_Write]) -> list[None]:
-        entry_keys: list[str] = []
-        entry_args: list[bytes | str | int] = []
-        tag_keys: list[str] = []
-        tag_args: list[bytes | str | int] = []
+        # (key, its script arguments, whether it is a tag set): entries before tag sets
+        writes_of_keys: list[tuple[str, tuple[bool, list[EncodableT]]]] = []
+        tag_writes: list[tuple[str, tuple[bool, list[EncodableT]]]] = []
         for live, tags in writes:
             ttls = {key: ttl for key, _value, ttl in live}
             longest = max(ttls.values())
             for key, value, ttl in live:
-                entry_keys.append(key)
-                entry_args += [value, ttl]
+                writes_of_keys.append((key, (False, [value, ttl])))
             for tag, members in tags.items():
                 if not members:
                     continue
-                tag_keys.append(tag)
-                tag_args += [max(ttls.get(member, longest) for member in members), len(members)]
-                tag_args += members
-        try:
-            await self._set_many_script(
-                keys=entry_keys + tag_keys, args=[len(entry_keys), *entry_args, *tag_args]
+                ttl = max(ttls.get(member, longest) for member in members)
+                tag_writes.append((tag, (True, [ttl, len(members), *members])))
+        calls: list[_Call] = []
+        for group in by_slot(writes_of_keys + tag_writes, self._client):
+            entries = [(key, args) for key, (is_tag, args) in group if not is_tag]
+            tag_sets = [(key, args) for key, (is_tag, args) in group if is_tag]
+            calls.append(
+                (
+                    [key for key, _args in entries + tag_sets],
+                    [len(entries), *(a for _key, args in entries + tag_sets for a in args)],
+                )
             )
+        try:
+            await self._run(self._set_many_script, calls)
         except _FAILURES as exc:
             self._failed("set_many", exc)
         else:
@@ -270,20 +326,32 @@ class RedisCache:
         """One EVALSHA: INCR each counter (EXPIRE on creation) and GET `key`."""
         if self._skipping():
             return [0] * len(counters), None
-        keys = [counter for counter, _ttl in counters]
+        # (key, the counter's ttl, or None for the key to read); one script call per slot
+        asked: list[tuple[str, int | None]] = list(counters)
         if key is not None:
-            keys.append(key)
-        try:
-            reply: Any = await self._count_and_get_script(
-                keys=keys, args=[len(counters), *(ttl for _counter, ttl in counters)]
+            asked.append((key, None))
+        groups = by_slot(asked, self._client)
+        calls: list[_Call] = []
+        for group in groups:
+            ttls = [ttl for _key, ttl in group if ttl is not None]
+            reads = [name for name, ttl in group if ttl is None]
+            calls.append(
+                ([name for name, ttl in group if ttl is not None] + reads, [len(ttls), *ttls])
             )
+        try:
+            replies = await self._run(self._count_and_get_script, calls)
         except _FAILURES as exc:
             self._failed("count_and_get", exc)
             return [0] * len(counters), None
         self._succeeded()
-        counts = [int(n) for n in reply[: len(counters)]]
-        value = reply[len(counters)] if len(reply) > len(counters) else None
-        return counts, value
+        found: dict[str, int] = {}
+        value = None
+        for group, reply in zip(groups, replies, strict=True):
+            counted = [name for name, ttl in group if ttl is not None]
+            found.update(zip(counted, (int(n) for n in reply[: len(counted)]), strict=True))
+            if len(counted) < len(group) and len(reply) > len(counted):
+                value = reply[len(counted)]
+        return [found[counter] for counter, _ttl in counters], value
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         """SET NX EX: True when the key was absent and is now set.
@@ -322,7 +390,11 @@ class RedisCache:
         if not tags or self._skipping():
             return 0
         try:
-            dropped: Any = await self._drop_tags_script(keys=list(tags))
+            dropped: Any
+            if self._cluster:
+                dropped = await self._client.unlink(*await self._take_members(tags))
+            else:
+                dropped = await self._drop_tags_script(keys=list(tags))
         except _FAILURES as exc:
             self._failed("drop_tags", exc)
             return 0
@@ -335,12 +407,65 @@ class RedisCache:
         if (not tags and not keys) or self._skipping():
             return []
         try:
-            removed: Any = await self._erase_script(keys=[*tags, *keys], args=[len(tags)])
+            removed: Any
+            if self._cluster:
+                removed = await self._unlink_each([*await self._take_members(tags), *keys])
+            else:
+                removed = await self._erase_script(keys=[*tags, *keys], args=[len(tags)])
         except _FAILURES as exc:
             self._failed("erase", exc)
             return []
         self._succeeded()
         return [key.decode() if isinstance(key, bytes) else str(key) for key in removed]
+
+    async def _take_members(self, tags: Sequence[str]) -> list[str]:
+        """On a cluster: each tag set's members, read and the set deleted by one script on its
+        node (atomic per slot, so a key joining later starts a new set and is not lost); the
+        member keys live in other slots and are deleted by the caller."""
+        groups = by_slot(((tag, None) for tag in dict.fromkeys(tags)), self._client)
+        replies = await self._run(
+            self._take_members_script, [([tag for tag, _ in group], []) for group in groups]
+        )
+        members = {member for reply in replies for member in reply}
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    async def _run(self, script: AsyncScript, calls: list[_Call]) -> list[Any]:
+        """`script` once per (keys, args): one call as it is; several (a cluster's slots) in
+        one cluster pipeline, which sends each node its calls in one round trip, so a turn
+        holds one connection per node however many slots it touches."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        replies = await self._pipelined(script, calls)
+        missing = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # a node that has not run it yet, or a replica promoted since: load it on every
+            # primary and send again only the calls that did not run
+            await self._client.script_load(script.script)
+            again = await self._pipelined(script, [calls[n] for n in missing])
+            for n, reply in zip(missing, again, strict=True):
+                replies[n] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _pipelined(self, script: AsyncScript, calls: list[_Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _unlink_each(self, keys: Sequence[str]) -> list[str]:
+        """UNLINK each key (pipelined per node); answers those that existed."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in unique:
+                pipe.execute_command("UNLINK", key)
+            replies: list[Any] = await pipe.execute()
+        return [key for key, gone in zip(unique, replies, strict=True) if int(gone)]
 
     async def ping(self) -> bool:
         """Ask Redis now, even while calls are being skipped; the answer updates `status`.
@@ -359,3 +484,5 @@ class RedisCache:
         """Close the connection pool this backend created; a client passed in stays open."""
         if self._own_pool is not None:
             await self._own_pool.disconnect()
+        if self._own_client is not None:
+            await self._own_client.aclose()

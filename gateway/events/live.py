@@ -20,12 +20,14 @@ from typing import Any
 
 import msgspec
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.domain import CustomerDeleted, DomainEvent
 from gateway.encryption import DataCipher, Undecryptable
 from gateway.events.codec import AnyEvent
 from gateway.observability import CACHE_UNDECRYPTABLE, labelled
+from gateway.redis_client import RedisClient
 
 __all__ = ["LiveHub", "LiveSubscription", "RedisLiveHub"]
 
@@ -150,7 +152,7 @@ class RedisLiveHub(LiveHub):
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         channel: str,
         cipher: DataCipher,
         queue_size: int = 100,
@@ -199,6 +201,8 @@ class RedisLiveHub(LiveHub):
             except (RedisError, OSError) as error:
                 log.warning("live updates channel lost, retrying: %s", type(error).__name__)
                 await asyncio.sleep(1.0)
+                if isinstance(self.client, RedisCluster):
+                    pubsub = await self._listen_elsewhere(pubsub)
                 continue
             if message is None or message.get("type") != "message":
                 continue
@@ -215,6 +219,19 @@ class RedisLiveHub(LiveHub):
                 continue
             if envelope.origin != self._origin:
                 self.dispatch(envelope.event)
+
+    async def _listen_elsewhere(
+        self, lost: redis.asyncio.client.PubSub
+    ) -> redis.asyncio.client.PubSub:
+        """On a cluster a pub/sub connection stays on its node, even a dead one (a failed
+        master); PUBLISH reaches every node's subscribers, so listen on another node."""
+        with contextlib.suppress(RedisError, OSError):
+            await lost.aclose()
+        assert isinstance(self.client, RedisCluster)
+        self._pubsub = self.client.pubsub(
+            node=self.client.get_random_node(), ignore_subscribe_messages=True
+        )
+        return self._pubsub
 
     async def aclose(self) -> None:
         task, self._task = self._task, None

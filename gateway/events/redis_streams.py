@@ -13,13 +13,13 @@ import logging
 import time
 from typing import Any
 
-import redis.asyncio
 from redis.exceptions import ResponseError
 
 from gateway.domain import DomainEvent
 from gateway.encryption import DataCipher
 from gateway.events.bus import Delivery
 from gateway.events.codec import UNREADABLE, open_event, seal_event
+from gateway.redis_client import RedisClient
 
 __all__ = ["RedisStreamsBus"]
 
@@ -39,7 +39,7 @@ class RedisStreamsBus:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: RedisClient,
         *,
         stream: str,
         cipher: DataCipher,

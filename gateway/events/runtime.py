@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 
-import redis.asyncio
-
 from gateway.cache.base import CacheBackend
 from gateway.context import Services
 from gateway.events.bus import EventBus
@@ -19,6 +17,7 @@ from gateway.events.worker import Worker
 from gateway.outbox import Outbox
 from gateway.outbox.delivery import Deliverer
 from gateway.outbox.store import MemoryOutboxStore, OutboxStore, RedisOutboxStore
+from gateway.redis_client import RedisClient, connect, slot_group
 from gateway.settings import Settings
 from gateway.sources.base import CrmSource
 
@@ -27,15 +26,15 @@ __all__ = ["EventRuntime", "build_bus", "build_outbox", "redis_client"]
 log = logging.getLogger(__name__)
 
 
-def redis_client(url: str) -> redis.asyncio.Redis:
-    """A client for the bus and pub/sub: longer timeouts than the cache's (blocking reads)."""
-    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+def redis_client(url: str) -> RedisClient:
+    """A client for the bus and pub/sub: longer timeouts than the cache's (blocking reads);
+    one node or a cluster, as REDIS_URL says."""
+    return connect(
         url, protocol=2, socket_timeout=10, socket_connect_timeout=2, health_check_interval=30
     )
-    return client
 
 
-def build_bus(settings: Settings, client: redis.asyncio.Redis | None) -> EventBus:
+def build_bus(settings: Settings, client: RedisClient | None) -> EventBus:
     """The bus EVENTS_BACKEND names (auto: Redis Streams with REDIS_URL, else in-process)."""
     backend = settings.events_backend
     if backend == "auto":
@@ -48,7 +47,9 @@ def build_bus(settings: Settings, client: redis.asyncio.Redis | None) -> EventBu
 
         return RedisStreamsBus(
             client,
-            stream=f"{settings.cache_prefix}events",
+            # the stream and its dead letters share a slot on a cluster (one MULTI moves a
+            # message from one to the other)
+            stream=slot_group(f"{settings.cache_prefix}events", client),
             cipher=settings.data_cipher(),
             redelivery_timeout=timeout,
         )

@@ -9,7 +9,13 @@ when Redis is away: a write is never answered QUEUED unless its state was stored
 Redis keys (`{CACHE_PREFIX}` first): `outbox:writes:{customer}` a hash write id -> sealed record;
 `outbox:seq:{customer}` the customer's write counter; `outbox:lease:{customer}` the worker
 delivering that customer's writes; `outbox:dead` a sorted set of `{customer}/{write id}` by
-acceptance time.
+acceptance time. On a Redis Cluster the customer's part is a hash tag (`outbox:writes:{42}`
+with the braces, hashed on `42`), so a customer's three keys share a slot.
+
+The dead-letter index is written apart from the record (on a cluster it lives in another
+slot): added before a failed record is stored, removed after a record that is no longer
+failed is stored, and read through the records' own state. A crash between the two steps
+leaves at most an index entry that `dead` skips, never a failed write missing from it.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import msgspec
-import redis.asyncio
 
 from gateway.domain import DeliveryState, QueuedWrite
 from gateway.encryption import DataCipher
+from gateway.redis_client import RedisClient, slot_group
 
 __all__ = ["MemoryOutboxStore", "OutboxStore", "RedisOutboxStore"]
 
@@ -89,32 +95,35 @@ def _delivered_before(write: QueuedWrite, cutoff: datetime) -> bool:
 class RedisOutboxStore:
     """The outbox state in Redis, each record sealed (DATA_ENCRYPTION_KEYS) with its key."""
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str, cipher: DataCipher) -> None:
+    def __init__(self, client: RedisClient, prefix: str, cipher: DataCipher) -> None:
         self.client = client
         self.prefix = f"{prefix}outbox:"
         self.cipher = cipher
+        self._dead = f"{self.prefix}dead"
         self._release: Any = client.register_script(_RELEASE)
 
+    def _key(self, kind: str, customer_id: str) -> str:
+        return f"{self.prefix}{kind}:{slot_group(customer_id, self.client)}"
+
     def _hash(self, customer_id: str) -> str:
-        return f"{self.prefix}writes:{customer_id}"
+        return self._key("writes", customer_id)
 
     def _open(self, customer_id: str, raw: bytes) -> QueuedWrite:
         return _decoder.decode(self.cipher.open(raw, self._hash(customer_id).encode()))
 
     async def next_seq(self, customer_id: str) -> int:
-        return int(await self.client.incr(f"{self.prefix}seq:{customer_id}"))
+        return int(await self.client.incr(self._key("seq", customer_id)))
 
     async def put(self, write: QueuedWrite) -> None:
         key = self._hash(write.customer_id)
         sealed = self.cipher.seal(_encoder.encode(write), key.encode())
         member = f"{write.customer_id}/{write.id}"
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, write.id, sealed)
-            if write.state is DeliveryState.FAILED:
-                pipe.zadd(f"{self.prefix}dead", {member: write.accepted_at.timestamp()})
-            else:
-                pipe.zrem(f"{self.prefix}dead", member)
-            await pipe.execute()
+        if write.state is DeliveryState.FAILED:
+            await self.client.zadd(self._dead, {member: write.accepted_at.timestamp()})
+            await self.client.hset(key, write.id, sealed)
+        else:
+            await self.client.hset(key, write.id, sealed)
+            await self.client.zrem(self._dead, member)
 
     async def writes(self, customer_id: str) -> list[QueuedWrite]:
         raw: Any = await self.client.hgetall(self._hash(customer_id))
@@ -126,23 +135,21 @@ class RedisOutboxStore:
         return None if raw is None else self._open(customer_id, raw)
 
     async def dead(self, limit: int = 1000) -> list[QueuedWrite]:
-        members: Any = await self.client.zrange(f"{self.prefix}dead", 0, limit - 1)
+        members: Any = await self.client.zrange(self._dead, 0, limit - 1)
         found = []
         for member in members:
             customer_id, _, write_id = member.decode().rpartition("/")
             write = await self.get(customer_id, write_id)
-            if write is not None:
+            if write is not None and write.state is DeliveryState.FAILED:
                 found.append(write)
         return found
 
     async def dead_count(self) -> int:
-        return int(await self.client.zcard(f"{self.prefix}dead"))
+        return int(await self.client.zcard(self._dead))
 
     async def drop(self, customer_id: str, write_id: str) -> bool:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hdel(self._hash(customer_id), write_id)
-            pipe.zrem(f"{self.prefix}dead", f"{customer_id}/{write_id}")
-            removed, _ = await pipe.execute()
+        removed = await self.client.hdel(self._hash(customer_id), write_id)
+        await self.client.zrem(self._dead, f"{customer_id}/{write_id}")
         return bool(removed)
 
     async def prune(self, customer_id: str, older_than: float) -> int:
@@ -153,7 +160,7 @@ class RedisOutboxStore:
         return len(gone)
 
     async def lease(self, customer_id: str, owner: str, ttl: float) -> bool:
-        key = f"{self.prefix}lease:{customer_id}"
+        key = self._key("lease", customer_id)
         milliseconds = max(1, int(ttl * 1000))
         if await self.client.set(key, owner, px=milliseconds, nx=True):
             return True
@@ -164,19 +171,16 @@ class RedisOutboxStore:
         return False
 
     async def unlease(self, customer_id: str, owner: str) -> None:
-        await self._release(keys=[f"{self.prefix}lease:{customer_id}"], args=[owner])
+        await self._release(keys=[self._key("lease", customer_id)], args=[owner])
 
     async def erase(self, customer_id: str) -> int:
         writes: Any = await self.client.hkeys(self._hash(customer_id))
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(
-                self._hash(customer_id),
-                f"{self.prefix}seq:{customer_id}",
-                f"{self.prefix}lease:{customer_id}",
-            )
-            for write_id in writes:
-                pipe.zrem(f"{self.prefix}dead", f"{customer_id}/{write_id.decode()}")
-            await pipe.execute()
+        # the customer's keys share a slot: one command
+        await self.client.delete(
+            self._hash(customer_id), self._key("seq", customer_id), self._key("lease", customer_id)
+        )
+        if writes:
+            await self.client.zrem(self._dead, *(f"{customer_id}/{w.decode()}" for w in writes))
         return len(writes)
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 import msgspec
-from redis.asyncio import Redis
 
 from gateway.domain import Customer, ProfileChanges
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
+from gateway.redis_client import RedisClient
 from gateway.settings import RateLimit, Settings
 from gateway.sources.answers import ProviderAnswers, decode_or_none
 from gateway.sources.fanout import batched
@@ -131,7 +131,7 @@ class HubSpotCrm:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:

@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 
 import msgspec
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from gateway.domain import Invoice, InvoiceQuery, Page, Subscription
 from gateway.errors import BadUserInput, IntegrationUnavailable
+from gateway.redis_client import RedisClient
 from gateway.settings import Settings
 from gateway.sources.fanout import batched, chunks, each
 from gateway.sources.sandbox import paginate
@@ -91,7 +91,7 @@ class OAuthBilling(ABC):
     def __init__(
         self,
         settings: Settings,
-        redis: Redis | None,
+        redis: RedisClient | None,
         client: UpstreamClient,
         credentials: OAuthCredentials,
         *,

@@ -38,10 +38,10 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from redis.asyncio import Redis
 
 from gateway.domain import BillingPortalSession, Invoice, InvoiceQuery, InvoiceStatus, Page
 from gateway.errors import IntegrationUnavailable, NotFound
+from gateway.redis_client import RedisClient
 from gateway.settings import Settings
 from gateway.sources.fanout import chunks, each
 from gateway.sources.money import minor_units
@@ -96,7 +96,7 @@ class QuickBooksBilling(OAuthBilling):
     _id = _ID
     _forbidden = "quickbooks refused access to the company (QUICKBOOKS_REALM_ID)"
 
-    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+    def __init__(self, settings: Settings, redis: RedisClient | None = None) -> None:
         """`redis` shares the OAuth grant and the rate limit with every replica."""
         credentials, realm = oauth_credentials(
             SOURCE,

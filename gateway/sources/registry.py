@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
+from gateway.redis_client import RedisClient
 from gateway.settings import Settings
 from gateway.sources.base import BillingSource, CrmSource, FileStore, HelpdeskSource
 from gateway.sources.hubspot import HubSpotCrm
@@ -37,7 +36,7 @@ def base_url(settings: Settings) -> str:
     return settings.public_base_url or f"http://{settings.host}:{settings.port}"
 
 
-def build_sources(settings: Settings, redis: Redis | None = None) -> Sources:
+def build_sources(settings: Settings, redis: RedisClient | None = None) -> Sources:
     """The adapters the settings choose; `redis` carries the shared upstream rate limits."""
     data = demo_data()
     latency = settings.sandbox_latency_ms

@@ -61,7 +61,8 @@ from gateway.upstream import POOL_SIZE, BreakerState, UpstreamClient
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from redis.asyncio import Redis
+
+    from gateway.redis_client import RedisClient
 
 __all__ = [
     "CONCURRENCY",
@@ -122,7 +123,7 @@ class S3FileStore:
         settings: Settings,
         *,
         session: boto3.session.Session | None = None,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
     ) -> None:
         """`session` gives the AWS credentials (default: boto3's usual chain); `redis`
         shares the rate limit of the listing with the other replicas."""

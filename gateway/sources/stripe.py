@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 import msgspec
 import stripe
-from redis.asyncio import Redis
 
 from gateway.domain import (
     BillingPortalSession,
@@ -42,6 +41,7 @@ from gateway.domain import (
     Subscription,
 )
 from gateway.errors import BadUserInput, IntegrationUnavailable, NotFound
+from gateway.redis_client import RedisClient
 from gateway.settings import Settings
 from gateway.sources.fanout import each, fanout_limit, filled, spread
 from gateway.upstream import BreakerState, UpstreamClient, parse_retry_after
@@ -188,7 +188,7 @@ class StripeBilling:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         *,
         upstream: UpstreamClient | None = None,
     ) -> None:

@@ -38,11 +38,11 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.domain import BillingPortalSession, Invoice, InvoiceQuery, InvoiceStatus, Page
 from gateway.errors import IntegrationUnavailable, NotFound
+from gateway.redis_client import RedisClient
 from gateway.settings import RateLimit, Settings
 from gateway.sources.money import minor_units
 from gateway.sources.oauth_billing import (
@@ -102,7 +102,7 @@ class XeroBilling(OAuthBilling):
     def __init__(
         self,
         settings: Settings,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         *,
         day_limit: RateLimit = DAY_LIMIT,
     ) -> None:
@@ -297,7 +297,7 @@ class _Pause:
     return 1
     """
 
-    def __init__(self, redis: Redis | None, key: str) -> None:
+    def __init__(self, redis: RedisClient | None, key: str) -> None:
         self._redis = redis
         self._key = key
         self._extend = redis.register_script(self._EXTEND) if redis is not None else None

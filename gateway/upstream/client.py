@@ -22,7 +22,6 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-from redis.asyncio import Redis
 
 from gateway import tracing
 from gateway.errors import IntegrationUnavailable
@@ -33,6 +32,7 @@ from gateway.observability import (
     labelled,
     request_id_var,
 )
+from gateway.redis_client import RedisClient
 from gateway.settings import Settings
 from gateway.upstream.breaker import BreakerState, CircuitBreaker
 from gateway.upstream.ratelimit import RateLimiter, SlotUnavailable
@@ -93,7 +93,7 @@ class UpstreamClient:
         *,
         base_url: str,
         settings: Settings,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
         transport: httpx.AsyncBaseTransport | None = None,

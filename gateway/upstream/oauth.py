@@ -6,7 +6,8 @@ refresh token on use, and a used refresh token is dead: a grant whose newest ref
 is lost or burnt needs a person to reconnect the app. Everything here serves that one
 constraint.
 
-- The grant lives in Redis (hash `{CACHE_PREFIX}oauth:{provider}:{client id}`), encrypted
+- The grant lives in Redis (hash `{CACHE_PREFIX}oauth:{provider}:{client id}`, on a cluster
+  in braces as one hash tag, with its lock `...:lock` in the same slot), encrypted
   with Fernet under TOKEN_ENCRYPTION_KEY, and is written in one HSET together with its
   generation number, so the new refresh token replaces the old atomically and an older
   generation can never overwrite a newer one. The configured refresh token
@@ -50,11 +51,11 @@ import httpx
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.errors import IntegrationUnavailable
 from gateway.observability import OAUTH_GRANT_USABLE
+from gateway.redis_client import RedisClient, slot_group
 from gateway.settings import Settings
 from gateway.upstream.client import UpstreamClient
 
@@ -180,7 +181,7 @@ class OAuthTokens:
         credentials: OAuthCredentials,
         *,
         settings: Settings,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -205,7 +206,10 @@ class OAuthTokens:
                 self.provider,
                 redis,
                 token_cipher(settings.token_encryption_key),
-                key=f"{settings.cache_prefix}oauth:{self.provider}:{credentials.client_id}",
+                # the grant and its lock share a slot on a cluster: one script writes both
+                key=slot_group(
+                    f"{settings.cache_prefix}oauth:{self.provider}:{credentials.client_id}", redis
+                ),
                 lock_ttl=settings.upstream_timeout + _LOCK_MARGIN,
             )
 
@@ -550,7 +554,7 @@ class _RedisGrants:
     """The encrypted grant in Redis and the lock that makes one refresh at a time."""
 
     def __init__(
-        self, provider: str, redis: Redis, cipher: MultiFernet, *, key: str, lock_ttl: float
+        self, provider: str, redis: RedisClient, cipher: MultiFernet, *, key: str, lock_ttl: float
     ) -> None:
         self._provider = provider
         self._redis = redis

@@ -23,10 +23,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from gateway.redis_client import RedisClient, by_slot, concurrently
 from gateway.settings import RateLimit
 from gateway.turns import TurnBatch
 
@@ -103,7 +103,8 @@ class _SharedLogs:
     its provider, goes out in one script call (a portal page's billing and help-desk calls
     leave together, and neither waits behind the other's round trip)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
         self.script: AsyncScript = redis.register_script(_RESERVE)
         self._turn: TurnBatch[tuple[str, int, int, int], float] = TurnBatch(self._reserve)
 
@@ -113,25 +114,37 @@ class _SharedLogs:
         return await self._turn.submit((key, calls, per, max_wait))
 
     async def _reserve(self, asks: list[tuple[str, int, int, int]]) -> list[float]:
+        # one script call per slot (on one node: one call); each ask with its position
+        groups = by_slot(((ask[0], (n, ask)) for n, ask in enumerate(asks)), self.redis)
+        async with asyncio.timeout(_REDIS_TIMEOUT):
+            replies = await concurrently([self._reserve_in_slot(group) for group in groups])
+        waits = [0.0] * len(asks)
+        for group, reply in zip(groups, replies, strict=True):
+            for (_key, (n, _ask)), wait in zip(group, reply, strict=True):
+                waits[n] = wait
+        return waits
+
+    async def _reserve_in_slot(
+        self, group: list[tuple[str, tuple[int, tuple[str, int, int, int]]]]
+    ) -> list[float]:
         keys: dict[str, int] = {}
         args: list[int | str] = []
-        for key, calls, per, max_wait in asks:
+        for key, (_n, (_key, calls, per, max_wait)) in group:
             index = keys.setdefault(key, len(keys) + 1)
             args += [index, calls, per, max_wait, uuid.uuid4().hex]
-        async with asyncio.timeout(_REDIS_TIMEOUT):
-            reply = await self.script(keys=list(keys), args=args)
+        reply = await self.script(keys=list(keys), args=args)
         # a refused slot travels as a negative wait: SlotUnavailable for its caller
         return [
             (1 if int(reply[i]) else -1) * int(reply[i + 1]) / 1_000_000
-            for i in range(0, 2 * len(asks), 2)
+            for i in range(0, 2 * len(group), 2)
         ]
 
 
 # One per Redis client (so per event loop): the limiters of every provider share it.
-_shared: weakref.WeakKeyDictionary[Redis, _SharedLogs] = weakref.WeakKeyDictionary()
+_shared: weakref.WeakKeyDictionary[RedisClient, _SharedLogs] = weakref.WeakKeyDictionary()
 
 
-def _logs_in(redis: Redis) -> _SharedLogs:
+def _logs_in(redis: RedisClient) -> _SharedLogs:
     logs = _shared.get(redis)
     if logs is None:
         logs = _shared[redis] = _SharedLogs(redis)
@@ -178,7 +191,7 @@ class RateLimiter:
         limit: RateLimit,
         *,
         key: str,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         margin: float = LATENCY_MARGIN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

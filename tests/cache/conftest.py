@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio
 
 from gateway.cache.redis import RedisCache
+from gateway.redis_client import RedisClient, connect
 
 
 @pytest.fixture
@@ -18,8 +18,8 @@ async def cache(redis_url: str) -> AsyncIterator[RedisCache]:
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
-    """A client of its own, to look at what RedisCache left in Redis."""
-    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(redis_url)
+async def raw(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of its own (one node or the cluster), to look at what RedisCache left."""
+    client = connect(redis_url)
     yield client
     await client.aclose()

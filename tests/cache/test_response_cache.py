@@ -14,9 +14,12 @@ from prometheus_client import REGISTRY
 
 from gateway.cache.redis import RedisCache
 from gateway.cache.response import ResponseCache
+from gateway.redis_client import blocking_client
 from gateway.settings import Settings
 from tests.conftest import GatewayServer, running_gateway
 from tests.events.clients import wait_for
+
+pytestmark = pytest.mark.single_and_cluster
 
 HOME = "{ me { id name invoices(first: 3) { edges { node { id status } } } } }"
 ASK = {"cache": True}
@@ -32,8 +35,8 @@ def server(
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def store(redis_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
+    client = blocking_client(redis_url)
     yield client
     client.close()
 
@@ -84,7 +87,7 @@ def test_a_page_is_never_served_to_another_viewer(server: GatewayServer) -> None
 
 
 def test_entries_expire_at_the_smallest_ttl_touched(
-    server: GatewayServer, store: redis.Redis, cache_prefix: str
+    server: GatewayServer, store: redis.Redis | redis.RedisCluster, cache_prefix: str
 ) -> None:
     token = server.token("1001")
     ttls = {}
@@ -96,7 +99,7 @@ def test_entries_expire_at_the_smallest_ttl_touched(
         ask(server, query, token=token)
 
         def stored() -> set[bytes]:  # written just after the answer went out
-            return set(store.keys(f"{cache_prefix}resp:*")) - set(ttls.values())
+            return set(store.scan_iter(match=f"{cache_prefix}resp:*")) - set(ttls.values())
 
         wait_for(stored, timeout=5)
         [key] = stored()
@@ -107,7 +110,7 @@ def test_entries_expire_at_the_smallest_ttl_touched(
 
 
 def test_dropping_an_invoice_tag_drops_only_pages_holding_it(
-    server: GatewayServer, store: redis.Redis, cache_prefix: str
+    server: GatewayServer, store: redis.Redis | redis.RedisCluster, cache_prefix: str
 ) -> None:
     a, b = server.token("1001"), server.token("1002")
     page_a = ask(server, HOME, token=a)
@@ -152,7 +155,7 @@ def test_create_ticket_drops_the_ticket_pages(server: GatewayServer) -> None:
 
 
 def test_partial_failure_is_never_cached(
-    server: GatewayServer, store: redis.Redis, cache_prefix: str
+    server: GatewayServer, store: redis.Redis | redis.RedisCluster, cache_prefix: str
 ) -> None:
     token = server.token("1003")
     server.sources.billing.fail = True
@@ -160,7 +163,7 @@ def test_partial_failure_is_never_cached(
     failed = ask(server, HOME, token=token)
     assert failed["data"]["me"]["invoices"] is None  # type: ignore[index]
     assert _skips() == skipped + 1  # decided before the answer went out: nothing to write
-    assert not store.keys(f"{cache_prefix}resp:*")
+    assert not list(store.scan_iter(match=f"{cache_prefix}resp:*"))
     server.sources.billing.fail = False
     healed = ask(server, HOME, token=token)
     assert healed["data"]["me"]["invoices"] is not None  # type: ignore[index]
@@ -196,7 +199,7 @@ def test_get_answers_etag_and_304(server: GatewayServer) -> None:
 
 
 def test_mutations_are_never_cached(
-    server: GatewayServer, store: redis.Redis, cache_prefix: str
+    server: GatewayServer, store: redis.Redis | redis.RedisCluster, cache_prefix: str
 ) -> None:
     token = server.token("1001")
     mutation = (
@@ -208,8 +211,8 @@ def test_mutations_are_never_cached(
     # entries are written just after the answer: a query's entry landing shows that the
     # mutations', had there been any, landed before it
     ask(server, HOME, token=token)
-    wait_for(lambda: store.keys(f"{cache_prefix}resp:*"), timeout=5)
-    assert len(store.keys(f"{cache_prefix}resp:*")) == 1
+    wait_for(lambda: list(store.scan_iter(match=f"{cache_prefix}resp:*")), timeout=5)
+    assert len(list(store.scan_iter(match=f"{cache_prefix}resp:*"))) == 1
 
 
 def test_response_cache_off(

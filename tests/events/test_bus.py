@@ -15,7 +15,6 @@ import aio_pika
 import boto3
 import msgspec
 import pytest
-import redis.asyncio
 
 from gateway.domain import (
     DomainEvent,
@@ -31,6 +30,7 @@ from gateway.events.rabbitmq import RabbitMQBus
 from gateway.events.redis_streams import RedisStreamsBus
 from gateway.events.runtime import redis_client
 from gateway.events.sqs import SqsBus
+from gateway.redis_client import slot_group
 from tests.conftest import DATA_CIPHER
 from tests.events.conftest import REGION
 
@@ -92,8 +92,8 @@ class Redis(Backend):
     name = "redis"
 
     def __init__(self, url: str, prefix: str) -> None:
-        self.client: redis.asyncio.Redis = redis_client(url)
-        self.stream = f"{prefix}events"
+        self.client = redis_client(url)
+        self.stream = slot_group(f"{prefix}events", self.client)
 
     async def new(self) -> EventBus:
         return RedisStreamsBus(
@@ -196,15 +196,14 @@ class RabbitMQ(Backend):
             await connection.close()
 
 
-@pytest.fixture(params=["memory", "redis", "sqs", "rabbitmq"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "sqs", "rabbitmq"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     chosen: Backend
     if request.param == "memory":
         chosen = Memory()
-    elif request.param == "redis":
-        chosen = Redis(
-            request.getfixturevalue("redis_url"), request.getfixturevalue("cache_prefix")
-        )
+    elif request.param.startswith("redis"):
+        url = "redis_cluster_url" if request.param == "redis-cluster" else "redis_url"
+        chosen = Redis(request.getfixturevalue(url), request.getfixturevalue("cache_prefix"))
     elif request.param == "sqs":
         queue, dead = request.getfixturevalue("sqs_queues")
         chosen = Sqs(request.getfixturevalue("moto_url"), queue, dead)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from gateway.redis_client import blocking_client
 from tests.conftest import DATA_KEY, GatewayServer
 from tests.events.clients import (
     INVOICE_UPDATED,
@@ -25,6 +26,8 @@ from tests.events.clients import (
 from tests.servers import free_port
 from tests.webhooks import signing
 from tests.webhooks.conftest import webhooks_total
+
+pytestmark = pytest.mark.single_and_cluster
 
 GROUP = "portal-gateway-worker"
 REDELIVERY = 1.0  # EVENTS_REDELIVERY_TIMEOUT of these tests, seconds
@@ -61,10 +64,16 @@ def redis_gateway(
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def store(redis_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
+    client = blocking_client(redis_url)
     yield client
     client.close()
+
+
+def events_stream(cache_prefix: str, store: redis.Redis | redis.RedisCluster) -> str:
+    """The stream's name: on a cluster one hash tag, so its dead letters share the slot."""
+    name = f"{cache_prefix}events"
+    return "{" + name + "}" if isinstance(store, redis.RedisCluster) else name
 
 
 def worker_env(shared: dict[str, str], smtp_url: str) -> dict[str, str]:
@@ -92,13 +101,13 @@ async def test_invoice_paid_end_to_end_with_a_worker_process(
     redis_gateway: GatewayServer,
     shared: dict[str, str],
     sink: tuple[str, _Sink],
-    store: redis.Redis,
+    store: redis.Redis | redis.RedisCluster,
     cache_prefix: str,
     tmp_path: Path,
 ) -> None:
     smtp_url, server = sink
     gateway = redis_gateway
-    stream = f"{cache_prefix}events"
+    stream = events_stream(cache_prefix, store)
     env = worker_env(shared, smtp_url)
     with gateway_process(["worker"], env, tmp_path) as worker:
         assert invoice_status(gateway, "in_sbx0001002") == "OPEN"  # cached in Redis now
@@ -160,13 +169,13 @@ async def test_worker_killed_mid_message_redelivers_and_sends_once(
     redis_gateway: GatewayServer,
     shared: dict[str, str],
     sink: tuple[str, _Sink],
-    store: redis.Redis,
+    store: redis.Redis | redis.RedisCluster,
     cache_prefix: str,
     tmp_path: Path,
 ) -> None:
     smtp_url, server = sink
     server.hold_next = True  # the first send blocks in the middle of SMTP DATA
-    stream = f"{cache_prefix}events"
+    stream = events_stream(cache_prefix, store)
     # long enough that the survivor cannot take the message over before the kill
     env = {**worker_env(shared, smtp_url), "EVENTS_REDELIVERY_TIMEOUT": "2"}
     with (

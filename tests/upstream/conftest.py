@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
 
+from gateway.redis_client import RedisClient, connect
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 from tests.servers import serve
@@ -79,7 +79,7 @@ async def make_client() -> AsyncIterator[Callable[..., UpstreamClient]]:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
-    client: Redis = Redis.from_url(redis_url)
+async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(redis_url)
     yield client
     await client.aclose()

@@ -11,15 +11,17 @@ import pytest
 from cryptography.fernet import Fernet
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from gateway.errors import IntegrationUnavailable
+from gateway.redis_client import RedisClient, slot_group
 from gateway.upstream import UpstreamClient
 from gateway.upstream.oauth import REFRESH_MARGIN, OAuthCredentials, OAuthTokens
 from tests.fakes.oauth import CLIENT_ID, CLIENT_SECRET, FakeAuthorizationServer
 from tests.servers import serve
 from tests.upstream.conftest import make_settings
 from tests.upstream.fake_provider import FakeProvider
+
+pytestmark = pytest.mark.single_and_cluster
 
 VARIABLE = "EXAMPLE_REFRESH_TOKEN"
 
@@ -45,7 +47,7 @@ async def make_tokens(
     def make(
         refresh_token: str | None,
         *,
-        redis: Redis | None,
+        redis: RedisClient | None,
         encryption_key: str | None = None,
         client_secret: str = CLIENT_SECRET,
         **options: Any,
@@ -86,15 +88,16 @@ async def ping(tokens: OAuthTokens, api: UpstreamClient) -> int:
     return response.status_code
 
 
-def stored_key(cache_prefix: str) -> str:
-    return f"{cache_prefix}oauth:example:{CLIENT_ID}"
+def stored_key(cache_prefix: str, client: RedisClient) -> str:
+    """The grant's key: on a cluster one hash tag, so its lock shares the slot."""
+    return slot_group(f"{cache_prefix}oauth:example:{CLIENT_ID}", client)
 
 
 async def test_twenty_requests_rejected_at_once_cause_one_refresh(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
     api: UpstreamClient,
-    redis_client: Redis,
+    redis_client: RedisClient,
 ) -> None:
     tokens = make_tokens(auth.connect(), redis=redis_client)
     assert await ping(tokens, api) == 200
@@ -112,7 +115,7 @@ async def test_two_replicas_share_one_refresh_through_redis(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
     api: UpstreamClient,
-    redis_client: Redis,
+    redis_client: RedisClient,
 ) -> None:
     configured = auth.connect()
     first = make_tokens(configured, redis=redis_client)
@@ -136,7 +139,7 @@ async def test_rotated_refresh_token_is_stored_and_the_old_one_never_sent_again(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
     api: UpstreamClient,
-    redis_client: Redis,
+    redis_client: RedisClient,
 ) -> None:
     configured = auth.connect()
     tokens = make_tokens(configured, redis=redis_client)
@@ -159,14 +162,14 @@ async def test_stored_grant_is_encrypted_at_rest(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
     api: UpstreamClient,
-    redis_client: Redis,
+    redis_client: RedisClient,
     cache_prefix: str,
     key: str,
 ) -> None:
     tokens = make_tokens(auth.connect(), redis=redis_client)
     assert await ping(tokens, api) == 200
 
-    stored = await redis_client.hgetall(stored_key(cache_prefix))
+    stored = await redis_client.hgetall(stored_key(cache_prefix, redis_client))
     assert set(stored) == {b"generation", b"grant"}
     raw = b"".join(stored.values())
     for secret in auth.issued:
@@ -194,11 +197,13 @@ async def test_stored_grant_is_encrypted_at_rest(
     assert "TOKEN_ENCRYPTION_KEY" in failure.value.message
     assert wrong.state == "unreadable"
     assert auth.outcomes() == ["rotated"]
-    assert await redis_client.hgetall(stored_key(cache_prefix)) == stored
+    assert await redis_client.hgetall(stored_key(cache_prefix, redis_client)) == stored
 
 
 async def test_access_token_is_refreshed_before_it_expires(
-    auth: FakeAuthorizationServer, make_tokens: Callable[..., OAuthTokens], redis_client: Redis
+    auth: FakeAuthorizationServer,
+    make_tokens: Callable[..., OAuthTokens],
+    redis_client: RedisClient,
 ) -> None:
     now = [1_000_000.0]
     tokens = make_tokens(auth.connect(), redis=redis_client, clock=lambda: now[0])
@@ -218,7 +223,7 @@ async def test_revoked_refresh_token_fails_clearly_on_every_replica(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
     api: UpstreamClient,
-    redis_client: Redis,
+    redis_client: RedisClient,
 ) -> None:
     configured = auth.connect()
     tokens = make_tokens(configured, redis=redis_client)
@@ -270,7 +275,7 @@ async def test_without_redis_the_grant_lives_in_the_process(
 async def test_provider_that_rejects_new_tokens_does_not_rotate_the_grant_per_request(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
-    redis_client: Redis,
+    redis_client: RedisClient,
 ) -> None:
     provider = FakeProvider()
     provider.push(401, body={"error": "invalid_token"}, times=10)
@@ -290,7 +295,9 @@ async def test_provider_that_rejects_new_tokens_does_not_rotate_the_grant_per_re
 
 
 async def test_missing_refresh_token_is_a_clear_error(
-    auth: FakeAuthorizationServer, make_tokens: Callable[..., OAuthTokens], redis_client: Redis
+    auth: FakeAuthorizationServer,
+    make_tokens: Callable[..., OAuthTokens],
+    redis_client: RedisClient,
 ) -> None:
     tokens = make_tokens(None, redis=redis_client)
     with pytest.raises(IntegrationUnavailable) as failure:
@@ -302,7 +309,9 @@ async def test_missing_refresh_token_is_a_clear_error(
 
 
 async def test_refused_client_credentials_are_a_clear_error(
-    auth: FakeAuthorizationServer, make_tokens: Callable[..., OAuthTokens], redis_client: Redis
+    auth: FakeAuthorizationServer,
+    make_tokens: Callable[..., OAuthTokens],
+    redis_client: RedisClient,
 ) -> None:
     tokens = make_tokens(auth.connect(), redis=redis_client, client_secret="wrong-secret")
     with pytest.raises(IntegrationUnavailable) as failure:
@@ -316,7 +325,7 @@ async def test_token_endpoint_outage_is_retryable_and_releases_the_lock(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
     api: UpstreamClient,
-    redis_client: Redis,
+    redis_client: RedisClient,
     cache_prefix: str,
 ) -> None:
     configured = auth.connect()
@@ -327,7 +336,7 @@ async def test_token_endpoint_outage_is_retryable_and_releases_the_lock(
         await ping(tokens, api)
     assert failure.value.retryable is True
     assert tokens.state == "ok"
-    assert await redis_client.exists(stored_key(cache_prefix) + ":lock") == 0
+    assert await redis_client.exists(stored_key(cache_prefix, redis_client) + ":lock") == 0
 
     assert await ping(tokens, api) == 200  # the next request refreshes; nothing was burnt
     assert auth.outcomes() == ["fault", "rotated"]
@@ -336,10 +345,10 @@ async def test_token_endpoint_outage_is_retryable_and_releases_the_lock(
 async def test_lock_release_never_deletes_another_holders_lock(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
-    redis_client: Redis,
+    redis_client: RedisClient,
     cache_prefix: str,
 ) -> None:
-    lock = stored_key(cache_prefix) + ":lock"
+    lock = stored_key(cache_prefix, redis_client) + ":lock"
     tokens = make_tokens(auth.connect(), redis=redis_client)
     auth.delay = 0.3
     refreshing = asyncio.create_task(tokens.access_token())
@@ -357,10 +366,10 @@ async def test_lock_release_never_deletes_another_holders_lock(
 async def test_waits_for_a_refresh_in_progress_elsewhere(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
-    redis_client: Redis,
+    redis_client: RedisClient,
     cache_prefix: str,
 ) -> None:
-    lock = stored_key(cache_prefix) + ":lock"
+    lock = stored_key(cache_prefix, redis_client) + ":lock"
     tokens = make_tokens(auth.connect(), redis=redis_client)
     started = asyncio.get_running_loop().time()
     await redis_client.set(lock, "another-replica", px=400)  # a replica that then died
@@ -376,7 +385,7 @@ async def test_no_token_reaches_a_log_line(
     auth: FakeAuthorizationServer,
     make_tokens: Callable[..., OAuthTokens],
     api: UpstreamClient,
-    redis_client: Redis,
+    redis_client: RedisClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -395,7 +404,7 @@ async def test_no_token_reaches_a_log_line(
 
 
 async def test_configuration_is_checked_when_the_adapter_is_built(
-    auth: FakeAuthorizationServer, redis_client: Redis
+    auth: FakeAuthorizationServer, redis_client: RedisClient
 ) -> None:
     credentials = OAuthCredentials(
         provider="example",
