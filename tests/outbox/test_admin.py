@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from gateway.domain import DeliveryState
@@ -22,6 +23,9 @@ from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.zendesk import FakeZendesk
 from tests.outbox.conftest import environment
 from tests.outbox.helpers import Person, create, my_tickets, seed
+
+# the outbox's keys and dead-letter index, on one node and across a cluster's slots
+pytestmark = pytest.mark.single_and_cluster
 
 REFUSED = "The help desk did not accept your request."
 
