@@ -140,10 +140,19 @@ SHAPES: dict[str, tuple[Callable[[], dict[str, Any]], int, str]] = {
 }
 
 
-async def _while_healthz(url: str, work: Awaitable[T]) -> tuple[T, float, float]:
-    """Runs `work` while /healthz is polled; answers its result, the seconds it took and
+async def _while_healthz(url: str, send: Callable[[], Awaitable[T]]) -> tuple[T, float, float]:
+    """Runs `send()` while /healthz is polled; answers its result, the seconds it took and
     the slowest /healthz answer meanwhile, over what this machine allows right now
-    (1.0 = the bound; see HEALTHZ_SLOWDOWN)."""
+    (1.0 = the bound; see HEALTHZ_SLOWDOWN). A run past the bound is tried once more: a
+    shape that holds the event loop does so every time, while other suites sharing the
+    machine slow one run now and then (seen at 1.0-1.9x with four suites on two cores)."""
+    result, took, slowest = await _healthz_during(url, send())
+    if slowest >= 1:
+        result, took, slowest = await _healthz_during(url, send())
+    return result, took, slowest
+
+
+async def _healthz_during(url: str, work: Awaitable[T]) -> tuple[T, float, float]:
     slowest = 0.0
     done = asyncio.Event()
 
@@ -191,7 +200,7 @@ async def test_a_hostile_shape_is_refused_over_http(
                 },
             )
 
-    answer, took, slowest = await _while_healthz(gateway_server.url, send())
+    answer, took, slowest = await _while_healthz(gateway_server.url, send)
     assert answer.status_code == status, answer.text[:300]
     assert answer.json()["errors"][0]["extensions"]["code"] == code
     assert slowest < 1, f"/healthz took {slowest:.2f} x what this machine allows now"
@@ -210,7 +219,7 @@ async def test_a_hostile_shape_is_refused_over_websocket(
             await ws.connection.send(frame)
             return await ws.receive(within=30)
 
-    message, _, slowest = await _while_healthz(gateway_server.url, send())
+    message, _, slowest = await _while_healthz(gateway_server.url, send)
     assert message["type"] == "error", message
     assert message["payload"][0]["extensions"]["code"] == code
     assert slowest < 1, f"/healthz took {slowest:.2f} x what this machine allows now"

@@ -178,7 +178,7 @@ async def test_a_hostile_shape_is_refused_over_rest(
                 headers={**headers, "Authorization": f"Bearer {token}"},
             )
 
-    answer, took, slowest = await _while_healthz(gateway_server.url, send())
+    answer, took, slowest = await _while_healthz(gateway_server.url, send)
     assert answer.status_code == status, answer.text[:300]
     assert answer.headers["content-type"] == "application/problem+json"
     problem: dict[str, Any] = answer.json()
