@@ -271,16 +271,31 @@ def test_incremental_spec_v02_is_graphql_cores_own_format(gateway_server: Gatewa
     assert last.payload["hasNext"] is False
 
 
-def test_deferred_parts_count_in_the_cost(start: Callable[..., GatewayServer]) -> None:
+OVER_COST = {
+    "defer": "{ me { id ... @defer { invoices(first: 20) { edges { node { id } } } } } }",
+    "stream": "{ me { tickets(first: 20) { edges @stream(initialCount: 1) { node { id } } } } }",
+}
+
+
+@pytest.mark.parametrize("shape", list(OVER_COST))
+async def test_deferred_and_streamed_parts_count_in_the_cost(
+    start: Callable[..., GatewayServer], shape: str
+) -> None:
     server = start(query_max_cost=30)
-    query = "{ me { id ... @defer { invoices(first: 20) { edges { node { id } } } } } }"
+    query = OVER_COST[shape]
+    token = server.token("1001")
     response = server.http.post(
         "/graphql",
         json={"query": query},
-        headers={"Authorization": f"Bearer {server.token('1001')}", "Accept": APOLLO_ACCEPT},
+        headers={"Authorization": f"Bearer {token}", "Accept": APOLLO_ACCEPT},
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+    async with GraphQLSocket.open(server.url, token) as socket:
+        await socket.send({"type": "subscribe", "id": "c", "payload": {"query": query}})
+        message = await socket.receive(within=10)
+    assert message["type"] == "error", message
+    assert message["payload"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
 
 
 def test_soft_deadlines_name_provider_kinds(make_settings: Callable[..., Settings]) -> None:

@@ -16,25 +16,15 @@ from tests.events.conftest import rabbitmq_url  # noqa: F401 (one test runs on R
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.zendesk import FakeZendesk
 
+# the fakes as the HubSpot/Zendesk gateway tests start them; Zendesk's traffic is checked
+# against its OpenAPI spec here too
+from tests.sources.test_hubspot_zendesk_gateway import (  # noqa: F401
+    hubspot,
+    providers,
+    zendesk,
+)
+
 REDELIVERY = 1.0  # EVENTS_REDELIVERY_TIMEOUT of these tests, seconds
-
-
-@pytest.fixture(scope="module")
-def providers() -> Iterator[tuple[FakeHubSpot, FakeZendesk]]:
-    with FakeHubSpot().running() as hubspot, FakeZendesk().running() as zendesk:
-        yield hubspot, zendesk
-
-
-@pytest.fixture
-def hubspot(providers: tuple[FakeHubSpot, FakeZendesk]) -> FakeHubSpot:
-    providers[0].reset()
-    return providers[0]
-
-
-@pytest.fixture
-def zendesk(providers: tuple[FakeHubSpot, FakeZendesk]) -> FakeZendesk:
-    providers[1].reset()
-    return providers[1]
 
 
 @pytest.fixture
@@ -45,8 +35,8 @@ def sink() -> Iterator[tuple[str, _Sink]]:
 
 @pytest.fixture
 def deployment(
-    hubspot: FakeHubSpot,
-    zendesk: FakeZendesk,
+    hubspot: FakeHubSpot,  # noqa: F811 (the fixture imported above)
+    zendesk: FakeZendesk,  # noqa: F811
     redis_url: str,
     cache_prefix: str,
     sink: tuple[str, _Sink],
